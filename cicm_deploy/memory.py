@@ -1,0 +1,239 @@
+"""The cross-image context memory (CICM, paper Sec. 4): routing, augmentation, generalization.
+
+Shapes: N region features of C channels; L sets (``num_sets``) of K vectors (``set_size``).
+``anchors`` is [L, C] and ``sets`` is [L, K, C].
+
+Decisions the paper leaves open, made here (DESIGN §2):
+
+* **Parameters, not buffers.** Anchors and sets are ``nn.Parameter``s. L_inter and L_intra
+  (Eq. 8) involve nothing but the memory, so with buffers they would have no gradient at all and
+  the paper's "w/o intra / w/o inter" ablations would change nothing. As parameters the optimizer
+  moves them by those losses (and by the inpainting loss through the weighted sum of Eq. 4),
+  and context generalization overwrites them in place, without gradient, after each batch.
+* **Batch-simultaneous generalization.** Every feature of a batch is scored against the memory
+  as it was before the batch; the contributions are summed (``collect``) and then applied once
+  (``apply``). Sequential injection would make the result depend on the order of positions, and
+  the sum is what distributed training all-reduces so that every rank holds the same memory.
+* **Anchors move only where features went** (Eq. 3 is applied to the sets that received at least
+  one feature in the batch); the other sets are left untouched.
+* **Bounded update** (default, a named deviation): Eq. 2 adds ``lambda * F`` forever, so set
+  vectors grow without bound and overflow FP16 (max 65504) after export. The bounded rule moves a
+  set vector towards the lambda-weighted mean of its features,
+  ``C <- (1 - a) C + a * mean_F``, ``a = eta * min(1, sum lambda)``: a convex combination, so
+  every set vector (and, by Eq. 3, every anchor) stays inside the hull of features seen.
+  ``update_rule="additive"`` keeps Eq. 2 as printed.
+* **Scopes** (Table 1 ablations): "top50"/"top1" keep the vectors whose score is at least the
+  k-th largest (ties kept). For augmentation the softmax is taken over the kept vectors; for
+  generalization the full softmax is computed and the weights of the others are zeroed.
+* **Eq. 4's gamma.** As printed, R = gamma F + (1 - gamma) ctx, but the text says a *more*
+  corrupted region (larger gamma) gets *more* context, and "w/o ratio" (gamma = 1) means full
+  context. The default ``gamma_convention="described"`` follows the text: R = (1 - gamma) F +
+  gamma ctx; "printed" follows the formula. ``ratio="none"`` always uses full context.
+* **Similarity losses.** L_inter (mean over l != o) and L_intra (mean over l, k) are computed on
+  cosine similarities by default: raw dot products are unbounded, so maximizing L_intra would
+  inflate the memory's magnitude. ``similarity_loss="dot"`` keeps Eq. 8's dot products.
+* Scores, argmax and softmax always run in FP32, whatever the autocast state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MemoryConfig
+
+
+def keep_count(size: int, scope: str) -> int:
+    """How many of ``size`` candidates a scope keeps ("all", "top50", "top1")."""
+    if scope == "all":
+        return size
+    if scope == "top50":
+        return max(1, math.ceil(size / 2))
+    return 1
+
+
+def scope_mask(scores: torch.Tensor, scope: str) -> torch.Tensor:
+    """Boolean mask [..., K]: the entries at least as large as the k-th largest (ties kept)."""
+    size = scores.shape[-1]
+    keep = keep_count(size, scope)
+    if keep >= size:
+        return torch.ones_like(scores, dtype=torch.bool)
+    kth = scores.topk(keep, dim=-1).values[..., -1:]
+    return scores >= kth
+
+
+def context_weight(gamma: torch.Tensor, cfg: MemoryConfig) -> torch.Tensor:
+    """The weight w of the context in R = (1 - w) F + w ctx, from the corrupted ratio gamma."""
+    if cfg.ratio == "none":
+        return torch.ones_like(gamma)
+    return gamma if cfg.gamma_convention == "described" else 1.0 - gamma
+
+
+@dataclass
+class GeneralizationStats:
+    """What one batch contributes to the memory; summable across ranks (all-reduce SUM)."""
+
+    weighted_sum: torch.Tensor  # [L, K, C]: sum_n lambda_nlk F_n (anchor_only: [L, 1, C] sum of F)
+    weight: torch.Tensor  # [L, K]: sum_n lambda_nlk (anchor_only: [L, 1] feature counts)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weighted_sum, self.weight]
+
+
+class ContextMemory(nn.Module):
+    """One CICM layer for feature maps of ``channels`` channels."""
+
+    def __init__(self, channels: int, cfg: MemoryConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.channels = channels
+        num_sets = cfg.num_sets
+        set_size = 0 if cfg.mode == "anchor_only" else cfg.set_size  # anchor only: no sets
+        num_anchors = 0 if cfg.mode == "merged" else num_sets  # merged sets: no anchors
+        self.anchors = nn.Parameter(torch.randn(num_anchors, channels) * cfg.init_scale)
+        self.sets = nn.Parameter(torch.randn(num_sets, set_size, channels) * cfg.init_scale)
+
+    # ------------------------------------------------------------------ scoring
+    def _scores(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Route [N] and the routed set's logits [N, K] (merged: over all L*K vectors)."""
+        feats = feats.float()
+        sets = self.sets.float()
+        n = feats.shape[0]
+        num_sets, set_size, channels = sets.shape
+        if self.cfg.mode == "merged":
+            logits = feats @ sets.reshape(num_sets * set_size, channels).t()  # [N, L*K]
+            route = torch.argmax(logits, dim=1) // set_size
+            return route, logits
+        route = torch.argmax(feats @ self.anchors.float().t(), dim=1)  # [N]
+        if self.cfg.mode == "anchor_only":
+            return route, feats.new_zeros(n, 0)
+        # All L*K scores in one matmul, then the routed set's K of them: cheaper than gathering
+        # [N, K, C] set vectors, and the same one-hot form the ONNX export uses.
+        logits = (feats @ sets.reshape(num_sets * set_size, channels).t()).view(n, num_sets, set_size)
+        index = route.view(n, 1, 1).expand(n, 1, set_size)
+        return route, logits.gather(1, index).squeeze(1)  # [N, K]
+
+    def _spread(self, route: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Per-feature weights over the routed set [N, K] -> over the whole memory [N, L*K]."""
+        if self.cfg.mode == "merged":
+            return weights
+        onehot = F.one_hot(route, self.cfg.num_sets).to(weights.dtype)  # [N, L]
+        return (onehot.unsqueeze(2) * weights.unsqueeze(1)).flatten(1)
+
+    # ------------------------------------------------------------- augmentation
+    def context(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context vectors [N, C] (FP32) and routes [N] for region features ``feats`` [N, C]."""
+        route, logits = self._scores(feats)
+        if self.cfg.mode == "anchor_only":
+            return self.anchors.float()[route], route
+        keep = scope_mask(logits, self.cfg.augment_scope)
+        lam = torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
+        weights = self._spread(route, lam)  # [N, L*K]
+        sets = self.sets.float()
+        return weights @ sets.reshape(-1, self.channels), route
+
+    def forward(self, feat: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a feature map.
+
+        feat [B, C, H, W]; gamma [B, 1, H, W] in [0, 1] (the corrupted ratio per position).
+        Returns the augmented map [B, C, H, W] (dtype of ``feat``) and routes [B, H/r, W/r].
+        """
+        r = self.cfg.region_size
+        with torch.autocast(device_type=feat.device.type, enabled=False):
+            regions = F.avg_pool2d(feat.float(), r) if r > 1 else feat.float()  # [B, C, h, w]
+            b, c, h, w = regions.shape
+            flat = regions.permute(0, 2, 3, 1).reshape(b * h * w, c)
+            ctx, route = self.context(flat)
+            ctx = ctx.view(b, h, w, c).permute(0, 3, 1, 2)
+            weight = context_weight(F.avg_pool2d(gamma.float(), r) if r > 1 else gamma.float(), self.cfg)
+            if r > 1:
+                ctx = ctx.repeat_interleave(r, 2).repeat_interleave(r, 3)
+                weight = weight.repeat_interleave(r, 2).repeat_interleave(r, 3)
+            out = (1.0 - weight) * feat.float() + weight * ctx
+        return out.to(feat.dtype), route.view(b, h, w)
+
+    # ----------------------------------------------------------- generalization
+    @torch.no_grad()
+    def collect(self, feats: torch.Tensor) -> GeneralizationStats:
+        """Eq. 2's contributions of complete-region features ``feats`` [N, C] (FP32 sums)."""
+        feats = feats.detach().float()
+        num_sets, set_size, channels = self.sets.shape
+        route, logits = self._scores(feats)
+        if self.cfg.mode == "anchor_only":
+            onehot = F.one_hot(route, num_sets).float()  # [N, L]
+            return GeneralizationStats((onehot.t() @ feats).unsqueeze(1), onehot.sum(0).unsqueeze(1))
+        lam = torch.softmax(logits, dim=-1)
+        lam = lam * scope_mask(logits, self.cfg.update_scope)
+        weights = self._spread(route, lam)  # [N, L*K]
+        weighted_sum = (weights.t() @ feats).view(num_sets, set_size, channels)
+        return GeneralizationStats(weighted_sum, weights.sum(0).view(num_sets, set_size))
+
+    @torch.no_grad()
+    def apply(self, stats: GeneralizationStats) -> torch.Tensor:
+        """Write one batch's contributions into the memory; returns the touched sets [L] (bool)."""
+        cfg = self.cfg
+        beta = cfg.momentum
+        if cfg.mode == "anchor_only":
+            count = stats.weight[:, 0]
+            touched = count > 0
+            mean = stats.weighted_sum[:, 0] / count.clamp(min=1).unsqueeze(1)
+            new = beta * self.anchors.float() + (1.0 - beta) * mean
+            self.anchors.copy_(torch.where(touched.unsqueeze(1), new, self.anchors.float()))
+            return touched
+        sets = self.sets.float()
+        weight = stats.weight.unsqueeze(2)  # [L, K, 1]
+        if cfg.update_rule == "additive":  # Eq. 2: C <- C + sum_n lambda F_n
+            new_sets = sets + stats.weighted_sum
+        else:  # bounded: C <- (1 - a) C + a * weighted mean of F, a = eta * min(1, sum lambda)
+            scale = weight.clamp(min=1.0)
+            new_sets = sets + cfg.update_rate * (stats.weighted_sum - weight * sets) / scale
+        touched = stats.weight.sum(1) > 0  # [L]
+        self.sets.copy_(new_sets)
+        if cfg.mode == "sets":  # Eq. 3 on the sets that received features
+            new_anchors = beta * self.anchors.float() + (1.0 - beta) * new_sets.mean(1)
+            self.anchors.copy_(torch.where(touched.unsqueeze(1), new_anchors, self.anchors.float()))
+        return touched
+
+    def generalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """Context generalization (training only): inject complete-region features [N, C].
+
+        In eval mode this does nothing: a deployed model never changes its memory.
+        Returns the touched sets [L] (bool).
+        """
+        if not self.training or feats.shape[0] == 0:
+            return torch.zeros(self.cfg.num_sets, dtype=torch.bool, device=self.sets.device)
+        return self.apply(self.collect(feats))
+
+    # ------------------------------------------------------------------ losses
+    def similarity_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_inter, L_intra) of Eq. 8: minimize the first, maximize the second.
+
+        L_inter is the mean similarity over anchor pairs l != o (l = o would only measure each
+        anchor's own norm); L_intra the mean similarity between each anchor and its set's vectors.
+        Ablation modes without anchors or sets give zero for the missing term.
+        """
+        anchors, sets = self.anchors, self.sets
+        if self.cfg.similarity_loss == "cosine":
+            anchors = F.normalize(anchors, dim=-1)
+            sets = F.normalize(sets, dim=-1)
+        zero = self.sets.sum() * 0.0
+        num = anchors.shape[0]
+        if num > 1:
+            gram = anchors @ anchors.t()
+            inter = (gram.sum() - gram.diagonal().sum()) / (num * (num - 1))
+        else:
+            inter = zero
+        if num > 0 and sets.shape[1] > 0:
+            intra = torch.einsum("lc,lkc->lk", anchors, sets).mean()
+        else:
+            intra = zero
+        return inter, intra
+
+    def max_abs(self) -> float:
+        """Largest magnitude stored in the memory (FP16 overflows past 65504)."""
+        values = [t.detach().abs().max() for t in (self.anchors, self.sets) if t.numel()]
+        return float(max(values)) if values else 0.0

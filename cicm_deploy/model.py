@@ -1,0 +1,154 @@
+"""UNet-CICM and the plain UNet it augments.
+
+The backbone follows the paper's "UNet with 15 convolutional layers" at ``depth=3``: a stem conv,
+two convs per encoder level (a strided one, then a plain one), a bottleneck conv, two convs per
+decoder level (after nearest upsampling and the skip concatenation) and an output conv:
+1 + 2*3 + 1 + 2*3 + 1 = 15. A memory sits at each level in ``cicm_levels`` (the bottleneck by
+default, paper Fig. 1a allows several), with a gamma head (3x3 conv + sigmoid) that predicts the
+corrupted ratio of each position. With ``cicm_levels=()`` this is the plain UNet.
+
+Input: image [B, 3, H, W] in [0, 1] and mask [B, 1, H, W] with 1 = hole; H and W multiples of
+``config.stride``. The network sees the image with its holes zeroed plus the mask.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .memory import ContextMemory
+
+
+class InpaintOutput(NamedTuple):
+    prediction: torch.Tensor  # [B, 3, H, W] the network's output everywhere, in [0, 1]
+    composite: torch.Tensor  # [B, 3, H, W] prediction in the holes, the input elsewhere (exactly)
+    gammas: dict[str, torch.Tensor]  # level -> [B, 1, h, w] predicted corrupted ratio (predicted mode)
+    routes: dict[str, torch.Tensor]  # level -> [B, h/r, w/r] chosen set per region (int64)
+    features: dict[str, torch.Tensor]  # level -> [B, C, h, w] features before augmentation
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2))
+
+
+def corrupted_ratio(mask: torch.Tensor, level: int, region_size: int = 1) -> torch.Tensor:
+    """Ground-truth corrupted ratio per position of ``level``: the hole fraction of its pixels.
+
+    The paper accumulates and normalizes |I - I_gt| per region; with a binary mask and holes
+    zeroed in the input, the mask fraction is that quantity without its dependence on pixel
+    colours (a black pixel in a hole would otherwise count as intact). [B, 1, h, w].
+    """
+    return F.avg_pool2d(mask.float(), 2**level * region_size)
+
+
+def complete_regions(mask: torch.Tensor, level: int, region_size: int = 1) -> torch.Tensor:
+    """[B, 1, h/r, w/r] True where a region's pixel footprint holds no hole pixel."""
+    return F.max_pool2d(mask.float(), 2**level * region_size) == 0
+
+
+class UNetCICM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch = [config.channels(level) for level in range(config.depth + 1)]
+        self.stem = _conv(config.in_channels + 1, ch[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(_conv(ch[i - 1], ch[i], stride=2), _conv(ch[i], ch[i]))
+            for i in range(1, config.depth + 1))
+        self.bottleneck = _conv(ch[-1], ch[-1])
+        self.up = nn.ModuleList(
+            nn.Sequential(_conv(ch[i] + ch[i - 1], ch[i - 1]), _conv(ch[i - 1], ch[i - 1]))
+            for i in range(config.depth, 0, -1))
+        self.head = nn.Conv2d(ch[0], config.in_channels, 3, padding=1)
+        self.memories = nn.ModuleDict(
+            {str(level): ContextMemory(ch[level], config.memory) for level in config.cicm_levels})
+        self.gamma_heads = nn.ModuleDict()
+        if config.memory.ratio == "predicted":
+            for level in config.cicm_levels:
+                self.gamma_heads[str(level)] = nn.Conv2d(ch[level], 1, 3, padding=1)
+
+    def _check_inputs(self, image: torch.Tensor, mask: torch.Tensor) -> None:
+        stride = self.config.stride
+        if image.dim() != 4 or image.shape[1] != self.config.in_channels:
+            raise ValueError(f"image must be [B, {self.config.in_channels}, H, W], got {list(image.shape)}")
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0] or mask.shape[2:] != image.shape[2:]:
+            raise ValueError(f"mask must be [B, 1, H, W] matching image {list(image.shape)}, got {list(mask.shape)}")
+        if image.shape[2] % stride or image.shape[3] % stride:
+            raise ValueError(f"height and width must be multiples of {stride}, got {image.shape[2]}x{image.shape[3]}"
+                             " (cicm_deploy.images.pad_to_multiple pads them)")
+
+    def _augment(self, level: int, feat: torch.Tensor, mask: torch.Tensor, out: InpaintOutput) -> torch.Tensor:
+        key = str(level)
+        if key not in self.memories:
+            return feat
+        out.features[key] = feat
+        if key in self.gamma_heads:
+            gamma = torch.sigmoid(self.gamma_heads[key](feat))
+            out.gammas[key] = gamma
+        elif self.config.memory.ratio == "mask":
+            gamma = corrupted_ratio(mask, level)
+        else:  # "none": the memory uses full context and ignores gamma
+            gamma = torch.ones_like(feat[:, :1])
+        feat, route = self.memories[key](feat, gamma)
+        out.routes[key] = route
+        return feat
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> InpaintOutput:
+        """image [B, 3, H, W] in [0, 1]; mask [B, 1, H, W], 1 = hole (values > 0.5 count as hole)."""
+        self._check_inputs(image, mask)
+        hole = (mask > 0.5).to(image.dtype)
+        out = InpaintOutput(image, image, {}, {}, {})
+        x = self.stem(torch.cat([image * (1.0 - hole), hole], dim=1))
+        x = self._augment(0, x, hole, out)
+        skips = [x]
+        for level, block in enumerate(self.down, start=1):
+            x = block(x)
+            if level == self.config.depth:
+                x = self.bottleneck(x)
+            x = self._augment(level, x, hole, out)
+            skips.append(x)
+        skips.pop()  # the bottleneck itself
+        for block in self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        prediction = torch.sigmoid(self.head(x))
+        composite = torch.where(hole > 0.5, prediction, image)  # known pixels kept bit for bit
+        return out._replace(prediction=prediction, composite=composite)
+
+    @torch.no_grad()
+    def generalize(self, output: InpaintOutput, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Context generalization after a training step: feed complete regions to each memory.
+
+        Uses the features of ``output`` (the step's forward pass). No-op in eval mode.
+        Returns level -> touched sets [L] (bool).
+        """
+        touched = {}
+        r = self.config.memory.region_size
+        for key, memory in self.memories.items():
+            feat = output.features[key].detach().float()
+            regions = F.avg_pool2d(feat, r) if r > 1 else feat
+            complete = complete_regions(mask, int(key), r).flatten()  # [B*h*w]
+            flat = regions.permute(0, 2, 3, 1).reshape(-1, regions.shape[1])
+            touched[key] = memory.generalize(flat[complete])
+        return touched
+
+    def memory_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over memories of (L_inter, L_intra); zeros for the plain UNet."""
+        inter = intra = next(self.parameters()).sum() * 0.0
+        for memory in self.memories.values():
+            a, b = memory.similarity_losses()
+            inter, intra = inter + a, intra + b
+        return inter, intra
+
+    def num_conv_layers(self) -> int:
+        """Convolutions of the backbone (gamma heads excluded): 15 at depth 3."""
+        convs = [m for name, m in self.named_modules() if isinstance(m, nn.Conv2d) and not name.startswith("gamma_heads")]
+        return len(convs)
+
+
+def build_model(config: ModelConfig) -> UNetCICM:
+    return UNetCICM(config)

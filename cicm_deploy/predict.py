@@ -1,0 +1,36 @@
+"""Inpaint numpy images with a PyTorch model: pad to the stride, run, crop, round to uint8."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .images import as_mask_array, as_rgb_array, check_same_size, crop, from_nchw, pad_to_multiple, to_nchw
+from .model import UNetCICM
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but this machine has no CUDA GPU; use --device cpu")
+    return device
+
+
+@torch.inference_mode()
+def inpaint_array(model: UNetCICM, image, mask, *, invert: bool = False) -> np.ndarray:
+    """RGB uint8 [H, W, 3] + mask (bool/uint8 [H, W], True/255 = hole) -> inpainted uint8 [H, W, 3].
+
+    Pixels outside the hole are returned unchanged, byte for byte.
+    """
+    image = as_rgb_array(image)
+    mask = as_mask_array(mask, invert=invert)
+    check_same_size(image, mask)
+    height, width = mask.shape
+    stride = model.config.stride
+    x, m = to_nchw(pad_to_multiple(image, stride), pad_to_multiple(mask, stride))
+    device = next(model.parameters()).device
+    out = model(torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)).composite
+    result = crop(from_nchw(out.float().cpu().numpy()), height, width)
+    return np.where(mask[:, :, None], result, image)  # exact known pixels, whatever the rounding

@@ -1,0 +1,1 @@
+"""cicm_deploy.export: freezes the memory into an ONNX bundle (needs torch and onnx)."""
