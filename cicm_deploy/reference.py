@@ -62,6 +62,7 @@ def augment_reference(memory: ContextMemory, feat: torch.Tensor, gamma: torch.Te
     """Eq. 4 for every region of feat [B, C, H, W] with ratios gamma [B, 1, H, W]."""
     cfg = memory.cfg
     r = cfg.region_size
+    feat, gamma = feat.detach(), gamma.detach()
     b, c, height, width = feat.shape
     out = torch.zeros(b, c, height, width, dtype=torch.float64)
     routes = torch.zeros(b, height // r, width // r, dtype=torch.long)

@@ -1,0 +1,154 @@
+"""UNet-CICM: structure, the composite, gamma/ratio modes, and generalization on complete regions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cicm_deploy.config import MemoryConfig, ModelConfig, preset
+from cicm_deploy.model import UNetCICM, complete_regions, corrupted_ratio
+from cicm_deploy.reference import augment_reference
+
+TINY = preset("tiny")
+
+
+def inputs(b=2, h=32, w=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, h, w, generator=g)
+    mask = torch.zeros(b, 1, h, w)
+    mask[:, :, 4:20, 8:30] = 1.0
+    return image, mask
+
+
+def test_paper_backbone_has_15_conv_layers():
+    assert UNetCICM(ModelConfig()).num_conv_layers() == 15
+    assert UNetCICM(preset("unet")).num_conv_layers() == 15
+
+
+def test_plain_unet_has_no_memory():
+    model = UNetCICM(preset("tiny-unet"))
+    out = model(*inputs())
+    assert len(model.memories) == 0 and out.routes == {} and out.gammas == {}
+
+
+def test_forward_shapes_and_ranges():
+    torch.manual_seed(0)
+    model = UNetCICM(TINY).eval()
+    image, mask = inputs()
+    out = model(image, mask)
+    assert out.prediction.shape == image.shape and out.composite.shape == image.shape
+    assert out.routes["3"].shape == (2, 4, 6) and out.routes["3"].dtype == torch.int64
+    gamma = out.gammas["3"]
+    assert gamma.shape == (2, 1, 4, 6) and gamma.min() >= 0 and gamma.max() <= 1
+    assert 0 <= out.prediction.min() and out.prediction.max() <= 1
+
+
+def test_composite_keeps_known_pixels_bit_for_bit():
+    torch.manual_seed(0)
+    model = UNetCICM(TINY)
+    image, mask = inputs()
+    out = model(image, mask)
+    known = mask.expand_as(image) == 0
+    assert torch.equal(out.composite[known], image[known])
+    hole = ~known
+    assert torch.equal(out.composite[hole], out.prediction[hole])
+
+
+def test_model_memory_matches_naive_reference_at_the_bottleneck():
+    torch.manual_seed(1)
+    model = UNetCICM(TINY).eval()
+    image, mask = inputs(b=1)
+    out = model(image, mask)
+    ref_feat, ref_route = augment_reference(model.memories["3"], out.features["3"], out.gammas["3"])
+    assert torch.equal(out.routes["3"], ref_route)
+    feat, _ = model.memories["3"](out.features["3"], out.gammas["3"])
+    torch.testing.assert_close(feat.detach().double(), ref_feat, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", ["predicted", "none", "mask"])
+@pytest.mark.parametrize("levels", [(3,), (2, 3), (1,)])
+def test_ratio_modes_and_levels_run_and_train(ratio, levels):
+    torch.manual_seed(2)
+    cfg = TINY.replace(cicm_levels=levels, memory_ratio=ratio)
+    model = UNetCICM(cfg).train()
+    image, mask = inputs()
+    out = model(image, mask)
+    assert set(out.routes) == {str(level) for level in levels}
+    assert bool(out.gammas) == (ratio == "predicted")
+    inter, intra = model.memory_losses()
+    loss = (out.prediction - image).square().mean() + inter - intra
+    loss.backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if not name.startswith("gamma_heads")
+               or ratio == "predicted")
+
+
+def test_region_size_two():
+    torch.manual_seed(3)
+    cfg = TINY.replace(memory_region_size=2)
+    model = UNetCICM(cfg)
+    image, mask = inputs(h=32, w=48)
+    out = model(image, mask)
+    assert out.routes["3"].shape == (2, 2, 3)
+
+
+def test_input_errors():
+    model = UNetCICM(TINY)
+    image, mask = inputs()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model(image[:, :, :30], mask[:, :, :30])
+    with pytest.raises(ValueError, match="mask must be"):
+        model(image, mask[:, :, :16])
+    with pytest.raises(ValueError, match="image must be"):
+        model(image[:, :2], mask)
+
+
+def test_gt_ratio_and_complete_regions():
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[:, :, :8, :4] = 1.0
+    ratio = corrupted_ratio(mask, level=3)
+    assert ratio.flatten().tolist() == [0.5, 0.0, 0.0, 0.0]
+    assert complete_regions(mask, level=3).flatten().tolist() == [False, True, True, True]
+
+
+def test_generalize_feeds_exactly_the_complete_regions(monkeypatch):
+    torch.manual_seed(4)
+    model = UNetCICM(TINY).train()
+    image, mask = inputs()
+    out = model(image, mask)
+    seen = {}
+    memory = model.memories["3"]
+    monkeypatch.setattr(memory, "generalize", lambda feats: seen.setdefault("feats", feats) is None)
+    model.generalize(out, mask)
+    complete = complete_regions(mask, 3).flatten()
+    feat = out.features["3"].permute(0, 2, 3, 1).reshape(-1, out.features["3"].shape[1])
+    assert torch.equal(seen["feats"], feat[complete])
+    assert 0 < int(complete.sum()) < complete.numel()
+
+
+def test_generalize_changes_memory_in_training_only():
+    torch.manual_seed(5)
+    model = UNetCICM(TINY)
+    image, mask = inputs()
+    model.eval()
+    before = model.memories["3"].sets.detach().clone()
+    model.generalize(model(image, mask), mask)
+    assert torch.equal(model.memories["3"].sets, before)
+    model.train()
+    touched = model.generalize(model(image, mask), mask)
+    assert touched["3"].any()
+    assert not torch.equal(model.memories["3"].sets, before)
+
+
+def test_anchor_only_and_merged_models_run():
+    for mode in ("anchor_only", "merged"):
+        model = UNetCICM(TINY.replace(memory_mode=mode)).train()
+        image, mask = inputs()
+        out = model(image, mask)
+        model.generalize(out, mask)
+        assert out.composite.shape == image.shape
+
+
+def test_memory_cfg_is_shared():
+    cfg = ModelConfig(width=8, max_width=16, cicm_levels=(2, 3), memory=MemoryConfig(num_sets=2, set_size=3))
+    model = UNetCICM(cfg)
+    assert model.memories["2"].sets.shape == (2, 3, 16) and model.memories["3"].sets.shape == (2, 3, 16)

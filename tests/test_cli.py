@@ -1,0 +1,126 @@
+"""The command line: the newcomer's path end to end, and one-line user errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cicm_deploy import __version__
+from cicm_deploy.cli import cli
+from cicm_deploy.images import load_image, save_image, save_mask
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    result = CliRunner().invoke(cli, ["init", str(path), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "untrained 'tiny' model" in result.output
+    return path
+
+
+@pytest.fixture
+def files(tmp_path, photo, hole):
+    return save_image(tmp_path / "photo.png", photo), save_mask(tmp_path / "mask.png", hole)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_doctor_text_and_json():
+    result = run("doctor")
+    assert result.exit_code == 0 and "[onnxruntime]" in result.output and "[tensorrt]" in result.output
+    report = json.loads(run("doctor", "--json").output)
+    assert set(report) == {"system", "torch", "onnxruntime", "tensorrt", "plugin"}
+    assert report["torch"]["installed"] is True
+
+
+def test_inpaint_end_to_end_keeps_known_pixels(tmp_path, files, checkpoint, photo, hole):
+    out = tmp_path / "out.png"
+    result = run("inpaint", files[0], files[1], "-o", out, "--checkpoint", checkpoint)
+    assert result.exit_code == 0, result.output
+    written = load_image(out)
+    assert written.shape == photo.shape
+    assert np.array_equal(written[~hole], photo[~hole])
+    assert not np.array_equal(written[hole], photo[hole])
+
+
+def test_inpaint_mask_invert(tmp_path, photo, hole, checkpoint):
+    image = save_image(tmp_path / "p.png", photo)
+    inverted = save_mask(tmp_path / "m.png", ~hole)
+    out = tmp_path / "o.png"
+    assert run("inpaint", image, inverted, "-o", out, "--checkpoint", checkpoint, "--mask-invert").exit_code == 0
+    assert np.array_equal(load_image(out)[~hole], photo[~hole])
+
+
+def test_installed_console_script(tmp_path, files, checkpoint):
+    """The installed `cicm-deploy` script, as a user runs it: one line on stderr, exit 2, no traceback."""
+    script = Path(sys.executable).parent / "cicm-deploy"
+    exe = [str(script)] if script.exists() else [sys.executable, "-m", "cicm_deploy.cli"]
+    ok = subprocess.run(exe + ["inpaint", *map(str, files), "-o", str(tmp_path / "o.png"), "--checkpoint",
+                               str(checkpoint)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(exe + ["inpaint", str(files[0]), str(tmp_path / "none.png"), "-o", str(tmp_path / "x.png"),
+                                "--checkpoint", str(checkpoint)], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+    assert "mask" in bad.stderr and "does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("missing-image", "image .*nope.png does not exist"),
+    ("size-mismatch", "image is 61x45 but mask is 30x45"),
+    ("bad-checkpoint", "is not a PyTorch checkpoint"),
+    ("missing-checkpoint", "does not exist"),
+    ("bad-output", "unknown suffix '.xyz'"),
+    ("bad-device", "no CUDA GPU|Invalid device|Expected one of"),
+])
+def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo):
+    image, mask = files
+    out, ckpt = tmp_path / "o.png", checkpoint
+    extra = []
+    if case == "missing-image":
+        image = tmp_path / "nope.png"
+    elif case == "size-mismatch":
+        mask = save_mask(tmp_path / "small.png", np.zeros((45, 30), bool))
+    elif case == "bad-checkpoint":
+        ckpt = image
+    elif case == "missing-checkpoint":
+        ckpt = tmp_path / "none.pt"
+    elif case == "bad-output":
+        out = tmp_path / "o.xyz"
+    elif case == "bad-device":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, so cuda is a valid device")
+        extra = ["--device", "cuda"]
+    result = run("inpaint", image, mask, "-o", out, "--checkpoint", ckpt, *extra)
+    assert result.exit_code == 2, result.output
+    import re
+
+    assert re.search(expected, result.output), result.output
+    assert result.output.startswith("Error: ") and result.output.strip().count("\n") == 0
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_init_refuses_to_overwrite(checkpoint):
+    result = run("init", checkpoint)
+    assert result.exit_code == 2 and "pass --force" in result.output
+
+
+def test_init_unknown_preset(tmp_path):
+    result = run("init", tmp_path / "x.pt", "--preset", "huge")
+    assert result.exit_code == 2 and "unknown preset 'huge'" in result.output
