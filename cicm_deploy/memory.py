@@ -84,6 +84,11 @@ class GeneralizationStats:
         return [self.weighted_sum, self.weight]
 
 
+def _onehot(route: torch.Tensor, num_sets: int) -> torch.Tensor:
+    """[N] int64 -> [N, L] float32 one-hot (Equal + Cast in ONNX)."""
+    return (route.unsqueeze(1) == torch.arange(num_sets, device=route.device)).float()
+
+
 class ContextMemory(nn.Module):
     """One CICM layer for feature maps of ``channels`` channels."""
 
@@ -98,49 +103,54 @@ class ContextMemory(nn.Module):
         self.sets = nn.Parameter(torch.randn(num_sets, set_size, channels) * cfg.init_scale)
 
     # ------------------------------------------------------------------ scoring
-    def _scores(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Route [N] and the routed set's logits [N, K] (merged: over all L*K vectors)."""
+    def _scores(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Route [N], its one-hot [N, L] and the routed set's logits [N, K] (merged: all L*K).
+
+        Written with ops every ONNX consumer supports (MatMul, ArgMax, Equal, Mul, ReduceSum):
+        the one-hot selects the routed set's logits instead of a gather.
+        """
         feats = feats.float()
         sets = self.sets.float()
         n = feats.shape[0]
         num_sets, set_size, channels = sets.shape
         if self.cfg.mode == "merged":
             logits = feats @ sets.reshape(num_sets * set_size, channels).t()  # [N, L*K]
-            route = torch.argmax(logits, dim=1) // set_size
-            return route, logits
+            route = torch.div(torch.argmax(logits, dim=1), set_size, rounding_mode="floor")
+            return route, _onehot(route, num_sets), logits
         route = torch.argmax(feats @ self.anchors.float().t(), dim=1)  # [N]
+        onehot = _onehot(route, num_sets)  # [N, L]
         if self.cfg.mode == "anchor_only":
-            return route, feats.new_zeros(n, 0)
+            return route, onehot, feats.new_zeros(n, 0)
         # All L*K scores in one matmul, then the routed set's K of them: cheaper than gathering
-        # [N, K, C] set vectors, and the same one-hot form the ONNX export uses.
-        logits = (feats @ sets.reshape(num_sets * set_size, channels).t()).view(n, num_sets, set_size)
-        index = route.view(n, 1, 1).expand(n, 1, set_size)
-        return route, logits.gather(1, index).squeeze(1)  # [N, K]
+        # [N, K, C] set vectors.
+        logits = (feats @ sets.reshape(num_sets * set_size, channels).t()).reshape(n, num_sets, set_size)
+        return route, onehot, (logits * onehot.unsqueeze(2)).sum(1)  # [N, K]
 
-    def _spread(self, route: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _spread(self, onehot: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Per-feature weights over the routed set [N, K] -> over the whole memory [N, L*K]."""
         if self.cfg.mode == "merged":
             return weights
-        onehot = F.one_hot(route, self.cfg.num_sets).to(weights.dtype)  # [N, L]
         return (onehot.unsqueeze(2) * weights.unsqueeze(1)).flatten(1)
 
     # ------------------------------------------------------------- augmentation
     def context(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context vectors [N, C] (FP32) and routes [N] for region features ``feats`` [N, C]."""
-        route, logits = self._scores(feats)
+        route, onehot, logits = self._scores(feats)
         if self.cfg.mode == "anchor_only":
-            return self.anchors.float()[route], route
-        keep = scope_mask(logits, self.cfg.augment_scope)
-        lam = torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
-        weights = self._spread(route, lam)  # [N, L*K]
-        sets = self.sets.float()
-        return weights @ sets.reshape(-1, self.channels), route
+            return onehot @ self.anchors.float(), route
+        if self.cfg.augment_scope != "all":
+            logits = logits.masked_fill(~scope_mask(logits, self.cfg.augment_scope), float("-inf"))
+        lam = torch.softmax(logits, dim=-1)
+        weights = self._spread(onehot, lam)  # [N, L*K]
+        return weights @ self.sets.float().reshape(-1, self.channels), route
 
-    def forward(self, feat: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment a feature map.
+    def forward(self, feat: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a feature map: R = (1 - w) F + w ctx (Eq. 4 with w = ``context_weight(gamma)``).
 
-        feat [B, C, H, W]; gamma [B, 1, H, W] in [0, 1] (the corrupted ratio per position).
+        feat [B, C, H, W]; weight [B, 1, H, W] in [0, 1], the context weight per position.
         Returns the augmented map [B, C, H, W] (dtype of ``feat``) and routes [B, H/r, W/r].
+        With region_size 1 this module is exactly the CICMAugment op (DESIGN §3): the exporter
+        finds its nodes by this module's name.
         """
         r = self.cfg.region_size
         with torch.autocast(device_type=feat.device.type, enabled=False):
@@ -148,13 +158,17 @@ class ContextMemory(nn.Module):
             b, c, h, w = regions.shape
             flat = regions.permute(0, 2, 3, 1).reshape(b * h * w, c)
             ctx, route = self.context(flat)
-            ctx = ctx.view(b, h, w, c).permute(0, 3, 1, 2)
-            weight = context_weight(F.avg_pool2d(gamma.float(), r) if r > 1 else gamma.float(), self.cfg)
-            if r > 1:
-                ctx = ctx.repeat_interleave(r, 2).repeat_interleave(r, 3)
-                weight = weight.repeat_interleave(r, 2).repeat_interleave(r, 3)
+            ctx = ctx.reshape(b, h, w, c).permute(0, 3, 1, 2)
+            weight = weight.float()
+            if r > 1:  # one context and one weight per region, shared by its positions
+                ctx = F.interpolate(ctx, scale_factor=r, mode="nearest")
+                weight = F.interpolate(F.avg_pool2d(weight, r), scale_factor=r, mode="nearest")
             out = (1.0 - weight) * feat.float() + weight * ctx
-        return out.to(feat.dtype), route.view(b, h, w)
+        return out.to(feat.dtype), route.reshape(b, h, w)
+
+    def augment(self, feat: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` from the corrupted ratio gamma [B, 1, H, W], per the configured convention."""
+        return self(feat, context_weight(gamma, self.cfg))
 
     # ----------------------------------------------------------- generalization
     @torch.no_grad()
@@ -162,13 +176,12 @@ class ContextMemory(nn.Module):
         """Eq. 2's contributions of complete-region features ``feats`` [N, C] (FP32 sums)."""
         feats = feats.detach().float()
         num_sets, set_size, channels = self.sets.shape
-        route, logits = self._scores(feats)
+        route, onehot, logits = self._scores(feats)
         if self.cfg.mode == "anchor_only":
-            onehot = F.one_hot(route, num_sets).float()  # [N, L]
             return GeneralizationStats((onehot.t() @ feats).unsqueeze(1), onehot.sum(0).unsqueeze(1))
         lam = torch.softmax(logits, dim=-1)
         lam = lam * scope_mask(logits, self.cfg.update_scope)
-        weights = self._spread(route, lam)  # [N, L*K]
+        weights = self._spread(onehot, lam)  # [N, L*K]
         weighted_sum = (weights.t() @ feats).view(num_sets, set_size, channels)
         return GeneralizationStats(weighted_sum, weights.sum(0).view(num_sets, set_size))
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .memory import ContextMemory
+from .memory import ContextMemory, context_weight
 
 
 class InpaintOutput(NamedTuple):
@@ -91,15 +91,16 @@ class UNetCICM(nn.Module):
             out.gammas[key] = gamma
         elif self.config.memory.ratio == "mask":
             gamma = corrupted_ratio(mask, level)
-        else:  # "none": the memory uses full context and ignores gamma
+        else:  # "none": full context everywhere, gamma is not used
             gamma = torch.ones_like(feat[:, :1])
-        feat, route = self.memories[key](feat, gamma)
+        feat, route = self.memories[key](feat, context_weight(gamma, self.config.memory))
         out.routes[key] = route
         return feat
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> InpaintOutput:
         """image [B, 3, H, W] in [0, 1]; mask [B, 1, H, W], 1 = hole (values > 0.5 count as hole)."""
-        self._check_inputs(image, mask)
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            self._check_inputs(image, mask)
         hole = (mask > 0.5).to(image.dtype)
         out = InpaintOutput(image, image, {}, {}, {})
         x = self.stem(torch.cat([image * (1.0 - hole), hole], dim=1))

@@ -39,7 +39,7 @@ def as_map(vectors: torch.Tensor) -> torch.Tensor:
 ])
 def test_augmentation_hand_computed(convention, ratio, expected):
     memory = hand_memory(gamma_convention=convention, ratio=ratio)
-    out, route = memory(as_map(F_HAND), torch.full((1, 1, 1, 1), 0.25))
+    out, route = memory.augment(as_map(F_HAND), torch.full((1, 1, 1, 1), 0.25))
     assert route.flatten().tolist() == [0]
     assert out.flatten().tolist() == pytest.approx(expected, abs=1e-6)
 
@@ -80,7 +80,7 @@ def test_argmax_ties_take_the_first_set_like_torch():
     memory = hand_memory()
     with torch.no_grad():
         memory.anchors.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
-    _, route = memory(as_map(torch.tensor([[3.0, 5.0]])), torch.ones(1, 1, 1, 1))
+    _, route = memory.augment(as_map(torch.tensor([[3.0, 5.0]])), torch.ones(1, 1, 1, 1))
     assert route.flatten().tolist() == [0]
 
 
@@ -109,7 +109,7 @@ def test_augmentation_matches_naive_loop(mode, scope, region, convention, ratio)
                            gamma_convention=convention, ratio=ratio)
     feat = torch.randn(2, 6, 4, 6)
     gamma = torch.rand(2, 1, 4, 6)
-    out, route = memory(feat, gamma)
+    out, route = memory.augment(feat, gamma)
     ref_out, ref_route = augment_reference(memory, feat, gamma)
     assert torch.equal(route, ref_route)
     torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-5)
@@ -135,7 +135,7 @@ def test_update_scope_moves_only_the_top_vectors():
 
 def test_augment_scope_top1_uses_only_the_best_vector():
     memory = hand_memory(augment_scope="top1", ratio="none")
-    out, _ = memory(as_map(F_HAND), torch.ones(1, 1, 1, 1))
+    out, _ = memory.augment(as_map(F_HAND), torch.ones(1, 1, 1, 1))
     assert out.flatten().tolist() == pytest.approx([1.0, 0.0])  # exactly C00
 
 
@@ -152,7 +152,7 @@ def test_generalization_changes_only_routed_sets():
     memory = random_memory(3).train()
     before_a, before_s = memory.anchors.detach().clone(), memory.sets.detach().clone()
     feats = torch.randn(4, 6)
-    route, _ = memory._scores(feats)
+    route, _, _ = memory._scores(feats)
     touched = memory.generalize(feats)
     routed = torch.zeros(3, dtype=torch.bool)
     routed[route] = True
@@ -194,9 +194,9 @@ def test_scores_stay_fp32_under_autocast():
     memory = random_memory(7)
     feat = torch.randn(1, 6, 3, 3)
     gamma = torch.rand(1, 1, 3, 3)
-    expected, route = memory(feat, gamma)
+    expected, route = memory.augment(feat, gamma)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, route_amp = memory(feat, gamma)
+        out, route_amp = memory.augment(feat, gamma)
     assert out.dtype == torch.float32
     assert torch.equal(route, route_amp)
     torch.testing.assert_close(out, expected)
@@ -204,7 +204,7 @@ def test_scores_stay_fp32_under_autocast():
 
 def test_memory_receives_gradient_from_losses_and_augmentation():
     memory = random_memory(8)
-    out, _ = memory(torch.randn(1, 6, 2, 2), torch.rand(1, 1, 2, 2))
+    out, _ = memory.augment(torch.randn(1, 6, 2, 2), torch.rand(1, 1, 2, 2))
     inter, intra = memory.similarity_losses()
     (out.square().mean() + inter - intra).backward()
     assert memory.anchors.grad is not None and memory.anchors.grad.abs().sum() > 0

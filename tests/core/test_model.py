@@ -61,7 +61,7 @@ def test_model_memory_matches_naive_reference_at_the_bottleneck():
     out = model(image, mask)
     ref_feat, ref_route = augment_reference(model.memories["3"], out.features["3"], out.gammas["3"])
     assert torch.equal(out.routes["3"], ref_route)
-    feat, _ = model.memories["3"](out.features["3"], out.gammas["3"])
+    feat, _ = model.memories["3"].augment(out.features["3"], out.gammas["3"])
     torch.testing.assert_close(feat.detach().double(), ref_feat, atol=1e-5, rtol=1e-5)
 
 
