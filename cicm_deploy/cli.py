@@ -28,11 +28,19 @@ def _user_errors(func: Callable[[], Any]) -> Any:
     """Run ``func``, turning the library's input errors into ``UserError``s."""
     from .config import ConfigError
     from .images import ImageError
+    from .runtimes.base import BackendUnavailableError, RuntimeInputError
+    from .runtimes.bundle import BundleError
 
-    errors: tuple[type[BaseException], ...] = (ImageError, ConfigError)
+    errors: tuple[type[BaseException], ...] = (ImageError, ConfigError, BundleError, RuntimeInputError,
+                                               BackendUnavailableError)
     try:
         from .checkpoint import CheckpointError  # needs torch
         errors += (CheckpointError,)
+    except ImportError:
+        pass
+    try:
+        from .export.bundle import ExportError  # needs torch and onnx
+        errors += (ExportError,)
     except ImportError:
         pass
     try:
@@ -129,38 +137,188 @@ def init(output: Path, preset: str, seed: int, force: bool) -> None:
 @click.argument("mask", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the inpainted image (png, jpg, webp, bmp, tif).")
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="A checkpoint written by `cicm-deploy train` or `cicm-deploy init`.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="Run a checkpoint with PyTorch (written by `cicm-deploy train` or `init`).")
+@click.option("--bundle", type=click.Path(path_type=Path),
+              help="Run an export bundle with onnxruntime (no PyTorch needed).")
 @click.option("--mask-invert", is_flag=True, help="Treat black mask pixels as the hole.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path, mask_invert: bool, device: str) -> None:
-    """Inpaint one image with a checkpoint (PyTorch backend).
+@click.option("--device", default="auto", show_default=True, help="PyTorch device: auto, cpu, cuda or cuda:N.")
+def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bundle: Path | None,
+            mask_invert: bool, device: str) -> None:
+    """Inpaint one image with a checkpoint (PyTorch) or an export bundle (onnxruntime).
 
     IMAGE is any RGB or grayscale photo; MASK an image of the same size whose white pixels mark
     the hole. Any size works (the image is padded to the network stride and cropped back), and
-    pixels outside the hole are written unchanged.
+    pixels outside the hole are written unchanged. Give exactly one of --checkpoint or --bundle.
     """
-    _require_torch("inpaint")
+    if (checkpoint is None) == (bundle is None):
+        raise UserError("give exactly one of --checkpoint CKPT (PyTorch) or --bundle DIR (onnxruntime)")
+    if checkpoint is not None:
+        _require_torch("inpaint --checkpoint")
 
     def run() -> None:
-        from .checkpoint import load_model
         from .images import check_same_size, load_image, load_mask, save_image
-        from .predict import inpaint_array, pick_device
 
         rgb = load_image(image)
         hole = load_mask(mask, invert=mask_invert)
         check_same_size(rgb, hole)
-        try:
-            target = pick_device(device)
-        except (ValueError, RuntimeError) as exc:
-            raise UserError(str(exc)) from None
-        model, _ = load_model(checkpoint, map_location=target)
-        result = inpaint_array(model, rgb, hole)
+        if bundle is not None:
+            from .runtimes.onnxruntime import OnnxRuntimeBackend
+
+            with OnnxRuntimeBackend(bundle) as runtime:
+                result = runtime.infer(rgb, hole)
+                where = f"{bundle} on {runtime.describe()['device']}"
+        else:
+            from .checkpoint import load_model
+            from .predict import inpaint_array, pick_device
+
+            try:
+                target = pick_device(device)
+            except (ValueError, RuntimeError) as exc:
+                raise UserError(str(exc)) from None
+            model, _ = load_model(checkpoint, map_location=target)
+            result = inpaint_array(model, rgb, hole)
+            where = f"{checkpoint} on {target}"
         save_image(output, result)
         h, w = hole.shape
-        click.echo(f"wrote {output} ({w}x{h}, {100 * hole.mean():.1f}% hole) with {checkpoint} on {target}")
+        click.echo(f"wrote {output} ({w}x{h}, {100 * hole.mean():.1f}% hole) with {where}")
 
     _user_errors(run)
+
+
+def _parse_hw(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--static {value!r} is not HxW (e.g. 256x256)") from None
+    return height, width
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Bundle directory to write (default: next to the checkpoint, named after it and the options).")
+@click.option("--fp16", is_flag=True, help="Mixed precision: FP16 convolutions, FP32 routing and composite.")
+@click.option("--routing", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True,
+              help="onnx: standard ops; plugin: one CICMAugment node for the TensorRT plugin.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (17 parses in TensorRT 10.x).")
+@click.option("--static", "static", metavar="HxW", help="Fix height and width (default: dynamic).")
+@click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
+@click.option("--no-check", is_flag=True, help="Skip the onnxruntime parity check after writing.")
+@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+def export(checkpoint: Path, output: Path | None, fp16: bool, routing: str, opset: int, static: str | None,
+           batch: int | None, no_check: bool, force: bool) -> None:
+    """Export a checkpoint to a bundle: model.onnx, manifest.json, parity.npz.
+
+    The memory is frozen into constants; the graph takes `image` [B,3,H,W] in [0,1] and `mask`
+    [B,1,H,W] (1 = hole) and returns `inpainted` (the composite) and `route` (bottleneck routes),
+    with batch, height and width dynamic unless fixed. The bundle carries PyTorch FP32 outputs
+    on 16 real photos for parity checks on the target; after writing, onnxruntime is checked
+    against them here and the command fails if the bundle misses its tolerances.
+    """
+    _require_torch("export")
+    static_hw = _parse_hw(static)
+    if output is None:
+        output = checkpoint.with_name(f"{checkpoint.stem}_{'fp16' if fp16 else 'fp32'}_{routing}")
+
+    def run() -> Any:
+        from .export.bundle import export_bundle
+
+        result = export_bundle(checkpoint, output, fp16=fp16, routing=routing, opset=opset, static_hw=static_hw,
+                               batch=batch, check=not no_check, force=force,
+                               progress=lambda message: click.echo(f"  {message}...", err=True))
+        return result
+
+    result = _user_errors(run)
+    manifest = result.manifest
+    peak = manifest["largest_fp32_intermediates"][0]
+    click.echo(f"wrote {result.path}: {manifest['precision']}, routing {manifest['routing']}, opset "
+               f"{manifest['opset']}, stride {manifest['stride']}; largest FP32 intermediate "
+               f"{peak['max_abs']:.3g} ({peak['tensor']})")
+    if result.parity is not None:
+        for line in result.parity.lines():
+            click.echo(line)
+        if not result.parity.passed:
+            raise click.ClickException(f"the bundle in {result.path} fails its parity tolerances (kept for inspection)")
+
+
+@cli.command("run")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--input", "inputs", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="npz with float32 `image` [B,3,H,W] in [0,1] and `mask` [B,1,H,W] (1 = hole).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="npz to write the outputs to (default: print a summary only).")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime execution provider(s), in order (default: TensorRT, CUDA, CPU as available).")
+def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple[str, ...]) -> None:
+    """Run a bundle on raw graph inputs from an npz file (onnxruntime, no PyTorch).
+
+    Inputs are the graph's own tensors: height and width must be multiples of the bundle's
+    stride. Writes every graph output (`inpainted`, `route`) to OUTPUT.
+    """
+    def go() -> None:
+        import numpy as np
+
+        from .runtimes.onnxruntime import OnnxRuntimeBackend
+
+        try:
+            with np.load(inputs, allow_pickle=False) as data:
+                feeds = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{inputs} is not a readable npz file ({exc})") from None
+        with OnnxRuntimeBackend(bundle, providers=providers or None) as runtime:
+            outputs = runtime.run(feeds)
+            device = runtime.describe()["device"]
+        for name, value in outputs.items():
+            click.echo(f"{name}: {value.dtype} {list(value.shape)}")
+        click.echo(f"inference {1000 * runtime.last_inference_time:.1f} ms on {device}")
+        if output is not None:
+            np.savez_compressed(output, **outputs)
+            click.echo(f"wrote {output}")
+
+    _user_errors(go)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime", show_default=True,
+              help="Runtime to check against the bundle's PyTorch FP32 goldens.")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime execution provider(s), in order (default: TensorRT, CUDA, CPU as available).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON.")
+@click.option("--save-polygraphy", "polygraphy_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the goldens as Polygraphy CLI files and print the `polygraphy run` command.")
+def parity(bundle: Path, backend: str, providers: tuple[str, ...], json_path: Path | None,
+           polygraphy_dir: Path | None) -> None:
+    """Check a runtime against the bundle's PyTorch FP32 goldens (Polygraphy comparator).
+
+    Reports max/mean absolute error, image PSNR and routing agreement per output against the
+    tolerances in the manifest (FP32: max abs <= 1e-4, routes identical; FP16: PSNR >= 45 dB,
+    routes >= 99.9 %). Exits with status 1 when a tolerance is missed. No PyTorch needed.
+    """
+    def go() -> Any:
+        from .runtimes.onnxruntime import OnnxRuntimeBackend
+        from .runtimes.parity import check_parity, polygraphy_command, save_polygraphy_data
+
+        with OnnxRuntimeBackend(bundle, providers=providers or None) as runtime:
+            if polygraphy_dir is not None:
+                paths = save_polygraphy_data(runtime.bundle, polygraphy_dir)
+                click.echo("polygraphy files written; the same check with the Polygraphy CLI"
+                           + (" (needs --routing onnx: the CLI cannot load the reference op)" if runtime.bundle.custom_ops
+                              else "") + ":")
+                click.echo("  " + " ".join(polygraphy_command(runtime.bundle, *paths)))
+            return check_parity(runtime)
+
+    report = _user_errors(go)
+    for line in report.lines():
+        click.echo(line)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if not report.passed:
+        raise click.ClickException(f"{bundle} fails parity on {backend}")
 
 
 def main() -> None:

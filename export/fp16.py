@@ -164,20 +164,22 @@ def precision_report(proto: onnx.ModelProto) -> dict[str, list[str]]:
 
 
 def largest_magnitudes(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], top: int = 5) -> list[tuple[str, float]]:
-    """Run the FP32 graph with every float intermediate exposed; the largest |values|, by tensor."""
+    """Run the FP32 graph with every float activation exposed; the largest |values| among the
+    activations and weights, by tensor (what an FP16 engine would have to hold)."""
     import onnxruntime as ort
 
     probe = onnx.shape_inference.infer_shapes(proto)
     existing = {o.name for o in probe.graph.output}
-    for info in list(probe.graph.value_info):
-        if info.type.tensor_type.elem_type == FLOAT and info.name not in existing:
+    constants = {out for node in probe.graph.node if node.op_type == "Constant" for out in node.output}
+    for info in list(probe.graph.value_info):  # activations: outputs of compute nodes
+        if info.type.tensor_type.elem_type == FLOAT and info.name not in existing | constants:
             probe.graph.output.append(info)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, feeds)
     peaks = {n: float(np.abs(v).max()) for n, v in zip(names, values) if v.dtype == np.float32 and v.size}
-    for init in proto.graph.initializer:
+    for init in proto.graph.initializer:  # weights (scalars and shape constants are not data)
         array = numpy_helper.to_array(init)
-        if array.dtype == np.float32 and array.size:
+        if array.dtype == np.float32 and array.size >= 16:
             peaks[init.name] = max(peaks.get(init.name, 0.0), float(np.abs(array).max()))
     return sorted(peaks.items(), key=lambda item: -item[1])[:top]

@@ -54,3 +54,62 @@ def hole(photo) -> np.ndarray:
     mask = np.zeros(photo.shape[:2], dtype=bool)
     mask[10:25, 20:40] = True
     return mask
+
+
+def diversify_memory(model, seed: int = 0) -> None:
+    """Make an untrained model route like a trained one: anchors and sets become real bottleneck
+    features of the shipped photos, so routes spread over the sets (random anchors send nearly
+    every position to one set, which would make routing parity trivially true)."""
+    import torch
+
+    from cicm_deploy.export.goldens import make_inputs
+
+    arrays = make_inputs([(64, 64, 4)], seed=seed)
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(arrays["s0.image"]), torch.from_numpy(arrays["s0.mask"]))
+        for key, memory in model.memories.items():
+            feats = out.features[key].permute(0, 2, 3, 1).reshape(-1, memory.channels)
+            g = torch.Generator().manual_seed(seed)
+            pick = feats[torch.randperm(len(feats), generator=g)]
+            num_sets, set_size = memory.sets.shape[:2]
+            if memory.anchors.numel():
+                # +-v2, +-v3, ...: singular directions past the first (the mean direction), so
+                # argmax routing splits positions by the signs of their main variations
+                _, _, vt = torch.linalg.svd(feats, full_matrices=False)
+                directions = [sign * vt[1 + i // 2] for i, sign in zip(range(num_sets), [1, -1] * num_sets)]
+                memory.anchors.copy_(torch.stack(directions) * feats.norm(dim=1).mean())
+            if set_size:
+                memory.sets.copy_(pick[num_sets:num_sets + num_sets * set_size].reshape(num_sets, set_size, -1) * 3.0)
+
+
+@pytest.fixture(scope="session")
+def routed_checkpoint(tmp_path_factory):
+    """A tiny checkpoint whose memory routes diversely (see diversify_memory)."""
+    import torch
+
+    from cicm_deploy.checkpoint import save_checkpoint
+    from cicm_deploy.config import preset
+    from cicm_deploy.model import UNetCICM
+
+    torch.manual_seed(0)
+    model = UNetCICM(preset("tiny"))
+    diversify_memory(model)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "routed.pt", model)
+
+
+@pytest.fixture(scope="session")
+def bundles(routed_checkpoint, tmp_path_factory):
+    """Bundles of the routed checkpoint, made on first use: bundles(precision, routing)."""
+    from cicm_deploy.export.bundle import export_bundle
+
+    made = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def get(precision: str = "fp32", routing: str = "onnx"):
+        key = (precision, routing)
+        if key not in made:
+            made[key] = export_bundle(routed_checkpoint, root / f"{precision}_{routing}",
+                                      fp16=precision == "fp16", routing=routing)
+        return made[key]
+
+    return get

@@ -1,0 +1,201 @@
+"""``cicm-deploy export``: checkpoint -> bundle directory (DESIGN §3).
+
+Steps: load the checkpoint; trace to ONNX (memory frozen into initializers); optionally make it
+mixed FP16; optionally replace the routing with the CICMAugment op; check it with
+``onnx.checker.check_model(full_check=True)``; compute the parity goldens with PyTorch FP32;
+record the largest FP32 intermediates (FP16 tops out at 65504); write ``model.onnx`` (one file),
+``parity.npz`` and ``manifest.json`` into a temporary directory that replaces the target only
+when complete; then (unless told not to) run onnxruntime on the goldens and record the result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from cicm_deploy import __version__
+from cicm_deploy.checkpoint import load_model
+from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, open_bundle,
+                                         sha256_file)
+
+from .fp16 import FP16_MAX, convert_to_mixed_fp16, largest_magnitudes, precision_report
+from .goldens import make_goldens, plan_sets
+from .onnx_export import MAX_IR_VERSION, export_onnx
+from .plugin_rewrite import check_plugin_compatible, rewrite_to_plugin
+
+ROUTINGS = ("onnx", "plugin")
+TOLERANCES = {
+    "fp32": {"inpainted_max_abs": 1e-4, "route_agreement": 1.0},
+    # FP16 is judged on images (DESIGN §3); mean abs <= 10^(-45/20) follows from PSNR >= 45 dB
+    # and is what Polygraphy's comparator checks alongside.
+    "fp16": {"psnr_db": 45.0, "inpainted_mean_abs": 10 ** (-45 / 20), "route_agreement": 0.999},
+}
+
+
+class ExportError(ValueError):
+    """Export options or a model that cannot produce a valid bundle."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: dict[str, Any]
+    parity: Any = None  # runtimes.parity.ParityReport when checked
+
+
+def _versions() -> dict[str, str]:
+    names = ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "onnxruntime-extensions",
+             "polygraphy", "numpy"]
+    found = {"cicm-deploy": __version__}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _io_specs(proto: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def spec(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return [spec(v) for v in proto.graph.input], [spec(v) for v in proto.graph.output]
+
+
+def check_options(model: Any, routing: str, opset: int, static_hw: tuple[int, int] | None, batch: int | None) -> None:
+    if routing not in ROUTINGS:
+        raise ExportError(f"routing {routing!r} is not known; expected one of {', '.join(ROUTINGS)}")
+    if not 13 <= opset <= 20:
+        raise ExportError(f"opset {opset} is not supported; expected 13..20 (17 parses in TensorRT 10.x and "
+                          "current onnxruntime)")
+    stride = model.config.stride
+    if static_hw is not None and (static_hw[0] % stride or static_hw[1] % stride or min(static_hw) <= 0):
+        raise ExportError(f"static size {static_hw[0]}x{static_hw[1]} must be positive multiples of the network "
+                          f"stride {stride}")
+    if batch is not None and batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
+    if routing == "plugin":
+        try:
+            check_plugin_compatible(model)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+
+
+def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
+                  routing: str = "onnx", opset: int = 17, static_hw: tuple[int, int] | None = None,
+                  batch: int | None = None, check: bool = True, force: bool = False,
+                  progress: Callable[[str], None] = lambda message: None) -> ExportResult:
+    output = Path(output)
+    if output.exists() and not force:
+        raise ExportError(f"{output} exists; pass --force to replace it or choose another directory")
+    progress("loading checkpoint")
+    model, data = load_model(checkpoint, map_location="cpu")
+    check_options(model, routing, opset, static_hw, batch)
+    levels = [str(level) for level in model.config.cicm_levels]
+
+    progress("tracing the model to ONNX")
+    fp32_proto = export_onnx(model, opset=opset, static_hw=static_hw, batch=batch)
+    progress("computing the PyTorch FP32 goldens")
+    sets = plan_sets(model.config.stride, static_hw, batch)
+    arrays, set_names = make_goldens(model, sets)
+    first = set_names[0]
+    feeds = {"image": arrays[f"{first}.image"], "mask": arrays[f"{first}.mask"]}
+    progress("measuring the largest intermediates")
+    peaks = largest_magnitudes(fp32_proto, feeds)
+
+    proto = fp32_proto
+    if fp16:
+        progress("converting to mixed FP16")
+        proto = convert_to_mixed_fp16(proto, levels)
+    if routing == "plugin":
+        progress("replacing the routing with CICMAugment")
+        proto = rewrite_to_plugin(proto, model)
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+
+    inputs, outputs = _io_specs(proto)
+    convs = precision_report(proto)
+    manifest: dict[str, Any] = {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
+                              "step": data.get("step")},
+        "model_config": model.config.to_dict(),
+        "precision": "fp16" if fp16 else "fp32",
+        "routing": routing,
+        "opset": opset,
+        "ir_version": proto.ir_version,
+        "stride": model.config.stride,
+        "inputs": inputs,
+        "outputs": outputs,
+        "custom_ops": ([{"name": CICM_AUGMENT.name, "domain": CICM_AUGMENT.domain, "version": CICM_AUGMENT.version,
+                         "namespace": CICM_AUGMENT.namespace}] if routing == "plugin" else []),
+        "tolerances": TOLERANCES["fp16" if fp16 else "fp32"],
+        "precision_map": {"conv_fp16": len(convs["float16"]), "conv_fp32": len(convs["float32"]),
+                          "fp32_blocks": ["memory (routing, softmax, weighted sum)", "composite"] if fp16 else []},
+        "largest_fp32_intermediates": [{"tensor": name, "max_abs": value, "fp16_headroom": FP16_MAX / max(value, 1e-30)}
+                                       for name, value in peaks],
+        "parity": {"sets": set_names, "images": int(sum(count for _, _, count in sets)),
+                   "shapes": [{"count": c, "height": h, "width": w} for h, w, c in sets], "export_check": None},
+        "versions": _versions(),
+    }
+
+    progress("writing the bundle")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        onnx.save_model(proto, str(staging / MODEL_FILE), save_as_external_data=False)
+        np.savez_compressed(staging / PARITY_FILE, **arrays)
+        manifest["files"] = {name: sha256_file(staging / name) for name in (MODEL_FILE, PARITY_FILE)}
+        _write_manifest(staging, manifest)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    result = ExportResult(output, manifest)
+    if check:
+        result.parity = _check_with_onnxruntime(output, progress)
+        if result.parity is not None:
+            manifest["parity"]["export_check"] = result.parity.to_dict()
+            _write_manifest(output, manifest)
+    return result
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    tmp = folder / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST_FILE)
+
+
+def _check_with_onnxruntime(path: Path, progress: Callable[[str], None]) -> Any:
+    from cicm_deploy.runtimes.base import BackendUnavailableError
+    from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
+    from cicm_deploy.runtimes.parity import check_parity
+
+    progress("checking parity with onnxruntime")
+    try:
+        with OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]) as runtime:
+            return check_parity(runtime)
+    except BackendUnavailableError as exc:
+        progress(f"parity not checked: {exc}")
+        return None

@@ -1,0 +1,147 @@
+"""The one ``Runtime`` base every backend implements (DESIGN §4). No torch.
+
+Split after Polygraphy's loader/runner: a subclass builds its session or engine lazily in
+``_load`` (called by ``load``, by the context manager, or on the first inference), and runs raw
+feed dicts in ``_run``. The base checks inputs against the bundle's manifest (names, rank,
+dtypes, channels, stride) with messages that quote both sides, times inference, and turns
+uint8 images into graph inputs and back:
+
+    with OnnxRuntimeBackend(bundle) as rt:
+        out = rt.infer(image_uint8_hwc, mask_bool_hw)      # uint8 [H, W, 3]
+        raw = rt.run({"image": x, "mask": m})               # {"inpainted": ..., "route": ...}
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+from cicm_deploy.images import as_mask_array, as_rgb_array, check_same_size, crop, from_nchw, pad_to_multiple
+
+from .bundle import Bundle
+
+INPUT_CHANNELS = {"image": 3, "mask": 1}
+
+
+class RuntimeInputError(ValueError):
+    """Inputs that do not match what the graph expects."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend's library (or the plugin it needs) is not installed here."""
+
+
+class Runtime(ABC):
+    backend = "base"
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.loaded = False
+        self.last_inference_time: float | None = None  # seconds, last ``run``
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def load(self) -> "Runtime":
+        if not self.loaded:
+            self._load()
+            self.loaded = True
+        return self
+
+    def close(self) -> None:
+        if self.loaded:
+            self._close()
+            self.loaded = False
+
+    def __enter__(self) -> "Runtime":
+        return self.load()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    def _close(self) -> None:
+        pass
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, precision, routing and library versions."""
+
+    # -- inference --------------------------------------------------------------------------
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        expected = [i["name"] for i in self.bundle.manifest["inputs"]]
+        if sorted(feeds) != sorted(expected):
+            raise RuntimeInputError(f"inputs {sorted(feeds)} given, the graph expects {sorted(expected)}")
+        stride = self.bundle.stride
+        batch = None
+        for spec in self.bundle.manifest["inputs"]:
+            name, value = spec["name"], feeds[spec["name"]]
+            if not isinstance(value, np.ndarray) or value.dtype != np.dtype(spec["dtype"]):
+                given = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+                raise RuntimeInputError(f"input {name!r} is {given}, the graph expects {spec['dtype']}")
+            shape = spec["shape"]
+            if value.ndim != len(shape):
+                raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}, the graph expects "
+                                        f"{shape} (rank {len(shape)})")
+            for axis, (want, got) in enumerate(zip(shape, value.shape)):
+                if isinstance(want, int) and want != got:
+                    raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}, the graph expects "
+                                            f"{shape} (axis {axis} must be {want})")
+            if value.shape[2] % stride or value.shape[3] % stride:
+                raise RuntimeInputError(f"input {name!r} is {value.shape[2]}x{value.shape[3]}; height and width "
+                                        f"must be multiples of {stride} (pad it, or use infer(), which pads)")
+            batch = batch or value.shape[0]
+            if value.shape[0] != batch:
+                raise RuntimeInputError(f"inputs have different batch sizes ({batch} and {value.shape[0]})")
+        if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
+            raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
+                                    "height and width must match")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw graph inputs -> outputs by name (float32 NCHW image in [0, 1], mask 1 = hole)."""
+        self.check_feeds(feeds)
+        self.load()
+        start = time.perf_counter()
+        outputs = self._run(feeds)
+        self.last_inference_time = time.perf_counter() - start
+        return outputs
+
+    def infer(self, image: Any, mask: Any, invert: bool = False) -> np.ndarray:
+        """RGB uint8 [H, W, 3] + mask [H, W] (True/255 = hole) -> inpainted uint8 [H, W, 3]."""
+        return self.infer_batch([image], [mask], invert=invert)[0]
+
+    def infer_batch(self, images: Sequence[Any], masks: Sequence[Any], invert: bool = False) -> list[np.ndarray]:
+        """Same-sized frames go through the graph as one batch; others one by one."""
+        if len(images) != len(masks):
+            raise RuntimeInputError(f"{len(images)} images but {len(masks)} masks")
+        pairs = []
+        for index, (image, mask) in enumerate(zip(images, masks)):
+            rgb = as_rgb_array(image, f"image {index}")
+            hole = as_mask_array(mask, invert=invert, what=f"mask {index}")
+            check_same_size(rgb, hole)
+            pairs.append((rgb, hole))
+        results: list[np.ndarray | None] = [None] * len(pairs)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, (rgb, _) in enumerate(pairs):
+            by_size.setdefault(rgb.shape[:2], []).append(index)
+        stride = self.bundle.stride
+        for (height, width), indices in by_size.items():
+            xs, ms = [], []
+            for index in indices:
+                rgb, hole = pairs[index]
+                xs.append(pad_to_multiple(rgb, stride).transpose(2, 0, 1))
+                ms.append(pad_to_multiple(hole, stride)[None])
+            x = np.stack(xs).astype(np.float32) / 255.0
+            m = np.stack(ms).astype(np.float32)
+            out = self.run({"image": x, "mask": m})["inpainted"]
+            for row, index in enumerate(indices):
+                rgb, hole = pairs[index]
+                result = crop(from_nchw(out[row]), height, width)
+                results[index] = np.where(hole[:, :, None], result, rgb)  # known pixels exact
+        return [r for r in results if r is not None]

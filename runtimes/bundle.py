@@ -1,0 +1,157 @@
+"""Reading and verifying export bundles (DESIGN §3). No torch, no onnx.
+
+A bundle is a directory with ``model.onnx``, ``manifest.json`` and ``parity.npz``. Opening one
+checks the manifest's format version and every file's sha256, so a truncated copy or an edited
+model is caught before any runtime loads it. Every failure is one ``BundleError`` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUNDLE_FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+PARITY_FILE = "parity.npz"
+
+
+class BundleError(ValueError):
+    """A directory that is not a usable export bundle."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """Golden inputs and PyTorch FP32 outputs: one batch of images of one size."""
+
+    name: str  # "s0", "s1", ...
+    image: np.ndarray  # float32 [N, 3, H, W] in [0, 1]
+    mask: np.ndarray  # float32 [N, 1, H, W], 1 = hole
+    inpainted: np.ndarray  # float32 [N, 3, H, W]: PyTorch FP32 composite
+    route: np.ndarray | None  # int32 [N, h, w]: PyTorch bottleneck routes (None for a plain UNet)
+    bins: list[str]  # hole-ratio bin of each image
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shape_summary(self) -> str:
+        return ", ".join(f"{g['count']}x{g['height']}x{g['width']}" for g in self.manifest["parity"]["shapes"])
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def parity_path(self) -> Path:
+        return self.path / PARITY_FILE
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def routing(self) -> str:
+        return self.manifest["routing"]
+
+    @property
+    def stride(self) -> int:
+        return int(self.manifest["stride"])
+
+    @property
+    def custom_ops(self) -> list[dict[str, str]]:
+        return list(self.manifest.get("custom_ops", []))
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.manifest["outputs"]]
+
+    @property
+    def tolerances(self) -> dict[str, float]:
+        return dict(self.manifest["tolerances"])
+
+    def goldens(self) -> list[GoldenSet]:
+        """The parity inputs and reference outputs, one batch per set."""
+        try:
+            data = np.load(self.parity_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{self.parity_path} cannot be read as an npz archive ({exc})") from None
+        sets = []
+        with data:
+            for name in self.manifest["parity"]["sets"]:
+                try:
+                    route = data[f"{name}.route"] if f"{name}.route" in data.files else None
+                    sets.append(GoldenSet(name, data[f"{name}.image"], data[f"{name}.mask"],
+                                          data[f"{name}.inpainted"], route, [str(b) for b in data[f"{name}.bins"]]))
+                except KeyError as exc:
+                    raise BundleError(f"{self.parity_path} lacks {exc}; re-export the bundle") from None
+        return sets
+
+
+def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Open a bundle directory; with ``verify`` check the format version and file hashes."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"bundle {path} does not exist; create one with `cicm-deploy export CKPT -o {path}`")
+    if not path.is_dir():
+        raise BundleError(f"bundle {path} is a file, expected the directory `cicm-deploy export` writes "
+                          f"({MODEL_FILE}, {MANIFEST_FILE}, {PARITY_FILE})")
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {path} has no {MANIFEST_FILE}; it was not written by `cicm-deploy export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} holds a {type(manifest).__name__}, expected a JSON object")
+    version = manifest.get("format_version")
+    if version != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"bundle {path} has format_version {version!r}; this cicm-deploy reads version "
+                          f"{BUNDLE_FORMAT_VERSION}: re-export it, or use the cicm-deploy version that wrote it")
+    for key in ("precision", "routing", "stride", "inputs", "outputs", "tolerances", "files", "parity"):
+        if key not in manifest:
+            raise BundleError(f"{manifest_path} lacks the field {key!r}; re-export the bundle")
+    for name in (MODEL_FILE, PARITY_FILE):
+        if not (path / name).is_file():
+            raise BundleError(f"bundle {path} is missing {name}; re-export it or copy the whole directory")
+    if verify:
+        for name, expected in manifest["files"].items():
+            if not (path / name).is_file():
+                raise BundleError(f"bundle {path} is missing {name}; re-export it or copy the whole directory")
+            actual = sha256_file(path / name)
+            if actual != expected:
+                raise BundleError(f"{path / name} does not match the manifest (sha256 {actual[:12]}…, expected "
+                                  f"{expected[:12]}…): the file was modified or truncated; re-export or re-copy it")
+        _check_onnx(path / MODEL_FILE)
+    return Bundle(path, manifest)
+
+
+def _check_onnx(model_path: Path) -> None:
+    """Run the ONNX checker where the onnx package is installed (export side, dev machines)."""
+    if importlib.util.find_spec("onnx") is None:
+        return
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(model_path))
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise BundleError(f"{model_path} fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None

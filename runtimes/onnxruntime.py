@@ -1,0 +1,97 @@
+"""onnxruntime backend. No torch.
+
+Execution providers are taken in the order TensorRT EP, CUDA EP, CPU, keeping those this
+onnxruntime build offers (``providers=`` overrides). A plugin-routed bundle (CICMAugment node)
+runs through the numpy reference op, registered with onnxruntime-extensions; the TensorRT EP is
+left out for such graphs, since it would need the TensorRT plugin library instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import BackendUnavailableError, Runtime
+from .bundle import Bundle, open_bundle
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _import_onnxruntime() -> Any:
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailableError("onnxruntime is not installed; pip install 'cicm-deploy[cpu]' "
+                                      "(or 'cicm-deploy[gpu]' on a CUDA machine)")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def choose_providers(available: Sequence[str], needs_custom_op: bool) -> list[str]:
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    if needs_custom_op:
+        chosen = [p for p in chosen if p != "TensorrtExecutionProvider"]
+    return chosen or ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeBackend(Runtime):
+    backend = "onnxruntime"
+
+    def __init__(self, bundle: Bundle | str | os.PathLike, *, providers: Sequence[str] | None = None,
+                 threads: int | None = None, session_options: Any = None) -> None:
+        super().__init__(bundle if isinstance(bundle, Bundle) else open_bundle(bundle))
+        self.requested_providers = list(providers) if providers else None
+        self.threads = threads
+        self.session_options = session_options
+        self.session: Any = None
+
+    @property
+    def needs_custom_op(self) -> bool:
+        return bool(self.bundle.custom_ops)
+
+    def _model_bytes(self, options: Any) -> bytes:
+        if not self.needs_custom_op:
+            return self.bundle.model_path.read_bytes()
+        missing = [m for m in ("onnx", "onnxruntime_extensions") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailableError(
+                f"this bundle uses the custom op CICMAugment (--routing plugin); running it with onnxruntime needs "
+                f"the reference op, which needs {' and '.join(missing)}: pip install 'cicm-deploy[reference]'. "
+                "Or export with --routing onnx, or run it with TensorRT and the plugin")
+        import onnx
+
+        from .reference_op import register_with_onnxruntime, retarget_custom_domain
+
+        options.register_custom_ops_library(register_with_onnxruntime())
+        proto = onnx.load(str(self.bundle.model_path))
+        retarget_custom_domain(proto)
+        return proto.SerializeToString()
+
+    def _load(self) -> None:
+        ort = _import_onnxruntime()
+        options = self.session_options or ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers = self.requested_providers or choose_providers(ort.get_available_providers(), self.needs_custom_op)
+        try:
+            self.session = ort.InferenceSession(self._model_bytes(options), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendUnavailableError(f"onnxruntime could not load {self.bundle.model_path}: "
+                                          f"{str(exc).splitlines()[0]}") from None
+
+    def _close(self) -> None:
+        self.session = None
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feeds)))
+
+    def describe(self) -> dict[str, Any]:
+        ort = _import_onnxruntime()
+        self.load()
+        return {"backend": self.backend, "device": self.session.get_providers()[0],
+                "providers": self.session.get_providers(), "precision": self.bundle.precision,
+                "routing": self.bundle.routing, "bundle": str(self.bundle.path),
+                "versions": {"onnxruntime": ort.__version__}}

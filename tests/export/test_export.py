@@ -1,0 +1,188 @@
+"""Export: the bundle contract, both routing modes, FP16 types, dynamic shapes, parity on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+from cicm_deploy.checkpoint import load_model, save_checkpoint
+from cicm_deploy.config import preset
+from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.export.bundle import ExportError, export_bundle
+from cicm_deploy.model import UNetCICM
+from cicm_deploy.runtimes.bundle import open_bundle
+from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
+
+ALL = [("fp32", "onnx"), ("fp32", "plugin"), ("fp16", "onnx"), ("fp16", "plugin")]
+
+
+@pytest.mark.parametrize("precision,routing", ALL)
+def test_bundle_contract_and_parity(bundles, precision, routing):
+    result = bundles(precision, routing)
+    files = sorted(p.name for p in result.path.iterdir())
+    assert files == ["manifest.json", "model.onnx", "parity.npz"]  # one file: no external data
+    proto = onnx.load(str(result.path / "model.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.ir_version <= 10
+    assert {op.domain: op.version for op in proto.opset_import}[""] == 17
+    assert [i.name for i in proto.graph.input] == ["image", "mask"]
+    assert [o.name for o in proto.graph.output] == ["inpainted", "route"]
+    types = {v.name: v.type.tensor_type.elem_type for v in list(proto.graph.input) + list(proto.graph.output)}
+    assert types == {"image": TensorProto.FLOAT, "mask": TensorProto.FLOAT, "inpainted": TensorProto.FLOAT,
+                     "route": TensorProto.INT32}
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["precision"] == precision and manifest["routing"] == routing
+    assert manifest["parity"]["images"] >= 16 and len({(s["height"], s["width"]) for s in manifest["parity"]["shapes"]}) == 2
+    report = result.parity
+    assert report is not None and report.passed, "\n".join(report.lines())
+    image, route = report.outputs
+    if precision == "fp32":
+        assert image.max_abs <= 1e-4 and route.agreement == 1.0
+    else:
+        assert image.psnr_db >= 45 and route.agreement >= 0.999
+    assert manifest["parity"]["export_check"]["passed"] is True
+
+
+def test_goldens_route_to_several_sets(bundles):
+    goldens = open_bundle(bundles("fp32", "onnx").path).goldens()
+    routes = np.concatenate([g.route.ravel() for g in goldens])
+    assert len(np.unique(routes)) >= 3  # routing parity is not trivially true
+    bins = sorted({b for g in goldens for b in g.bins})
+    assert bins == ["0-20%", "20-40%", "40-60%"]
+    for g in goldens:
+        for mask, name in zip(g.mask, g.bins):
+            ratio = mask.mean()
+            low, high = {"0-20%": (0, .2), "20-40%": (.2, .4), "40-60%": (.4, .6)}[name]
+            assert low < ratio <= high
+
+
+def test_plugin_graph_has_one_custom_node_and_same_routes(bundles):
+    plugin = onnx.load(str(bundles("fp32", "plugin").path / "model.onnx"))
+    custom = [n for n in plugin.graph.node if n.op_type == CICM_AUGMENT.name]
+    assert len(custom) == 1
+    node = custom[0]
+    assert node.domain == CICM_AUGMENT.domain
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {"plugin_version": b"1", "plugin_namespace": b"", "top_k": 0}
+    inits = {i.name: numpy_helper.to_array(i) for i in plugin.graph.initializer}
+    assert inits[node.input[2]].shape == (4, 64) and inits[node.input[3]].shape == (4, 8, 64)
+    assert not any(n.op_type in ("ArgMax", "Softmax") for n in plugin.graph.node)
+    with OnnxRuntimeBackend(bundles("fp32", "plugin").path) as a, OnnxRuntimeBackend(bundles("fp32", "onnx").path) as b:
+        for g in open_bundle(a.bundle.path).goldens():
+            feeds = {"image": g.image, "mask": g.mask}
+            ra, rb = a.run(feeds), b.run(feeds)
+            assert np.array_equal(ra["route"], rb["route"])
+            np.testing.assert_allclose(ra["inpainted"], rb["inpainted"], atol=1e-5)
+
+
+@pytest.mark.parametrize("routing", ["onnx", "plugin"])
+def test_fp16_graph_types(bundles, routing):
+    proto = onnx.load(str(bundles("fp16", routing).path / "model.onnx"))
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert convs and all(inits[n.input[1]] == TensorProto.FLOAT16 for n in convs)
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    types.update(inits)
+    memory = [n for n in proto.graph.node if n.name.startswith("/model/memories.")]
+    assert memory
+    for node in memory:
+        for name in node.input:
+            if types.get(name) in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                assert types[name] == TensorProto.FLOAT, (node.name, name)
+    composite = [n for n in proto.graph.node if n.op_type == "Where"]
+    assert composite and all(types.get(i, TensorProto.FLOAT) != TensorProto.FLOAT16 for i in composite[-1].input)
+
+
+def test_fp16_keeps_known_pixels_exact(bundles):
+    with OnnxRuntimeBackend(bundles("fp16", "onnx").path) as runtime:
+        g = runtime.bundle.goldens()[0]
+        out = runtime.run({"image": g.image, "mask": g.mask})["inpainted"]
+    known = np.broadcast_to(g.mask == 0, g.image.shape)
+    assert np.array_equal(out[known], g.image[known])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_dynamic_batch_and_size(bundles, routed_checkpoint, precision):
+    model, _ = load_model(routed_checkpoint)
+    rng = np.random.default_rng(0)
+    with OnnxRuntimeBackend(bundles(precision, "onnx").path) as runtime:
+        for batch, height, width in [(1, 256, 256), (4, 256, 256), (1, 384, 512), (4, 384, 512)]:
+            image = rng.random((batch, 3, height, width), dtype=np.float32)
+            mask = (rng.random((batch, 1, height, width)) > 0.7).astype(np.float32)
+            out = runtime.run({"image": image, "mask": mask})
+            with torch.no_grad():
+                ref = model(torch.from_numpy(image), torch.from_numpy(mask))
+            assert out["inpainted"].shape == (batch, 3, height, width)
+            assert out["route"].shape == (batch, height // 8, width // 8)
+            error = np.abs(out["inpainted"] - ref.composite.numpy())
+            if precision == "fp32":
+                assert error.max() <= 1e-4
+                assert np.array_equal(out["route"], ref.routes["3"].numpy())
+            else:
+                assert 10 * np.log10(1 / np.mean(error**2)) >= 45
+                assert np.mean(out["route"] == ref.routes["3"].numpy()) >= 0.999
+
+
+def test_static_export(routed_checkpoint, tmp_path):
+    result = export_bundle(routed_checkpoint, tmp_path / "static", static_hw=(64, 96), batch=2)
+    proto = onnx.load(str(result.path / "model.onnx"))
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [2, 3, 64, 96]
+    assert result.parity.passed
+    assert all(s == {"count": 2, "height": 64, "width": 96} for s in result.manifest["parity"]["shapes"])
+    assert result.manifest["parity"]["images"] >= 16
+
+
+@pytest.mark.parametrize("changes", [{"memory_mode": "anchor_only"}, {"memory_mode": "merged"},
+                                     {"memory_region_size": 2}, {"cicm_levels": ()},
+                                     {"memory_augment_scope": "top50", "memory_gamma_convention": "printed"}])
+def test_variants_export_with_onnx_routing(tmp_path, changes):
+    torch.manual_seed(0)
+    model = UNetCICM(preset("tiny").replace(**changes))
+    ckpt = save_checkpoint(tmp_path / "v.pt", model)
+    result = export_bundle(ckpt, tmp_path / "b")
+    assert result.parity.passed, "\n".join(result.parity.lines())
+
+
+def test_plugin_routing_with_top_k(tmp_path):
+    torch.manual_seed(0)
+    model = UNetCICM(preset("tiny").replace(memory_augment_scope="top50"))
+    ckpt = save_checkpoint(tmp_path / "v.pt", model)
+    result = export_bundle(ckpt, tmp_path / "b", routing="plugin")
+    assert result.parity.passed
+    node = [n for n in onnx.load(str(result.path / "model.onnx")).graph.node if n.op_type == CICM_AUGMENT.name][0]
+    assert {a.name: a.i for a in node.attribute if a.name == "top_k"} == {"top_k": 4}
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"memory_mode": "merged"}, "memory mode 'merged'"),
+    ({"memory_region_size": 2}, "region_size 2"),
+    ({"cicm_levels": ()}, "plain UNet"),
+])
+def test_plugin_routing_refuses_what_the_op_cannot_express(tmp_path, changes, message):
+    model = UNetCICM(preset("tiny").replace(**changes))
+    ckpt = save_checkpoint(tmp_path / "v.pt", model)
+    with pytest.raises(ExportError, match=message):
+        export_bundle(ckpt, tmp_path / "b", routing="plugin")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"static_hw": (60, 64)}, "multiples of the network stride 8"),
+    ({"opset": 9}, "opset 9 is not supported"),
+    ({"batch": 0}, "batch must be at least 1"),
+])
+def test_bad_options(routed_checkpoint, tmp_path, kwargs, message):
+    with pytest.raises(ExportError, match=message):
+        export_bundle(routed_checkpoint, tmp_path / "b", **kwargs)
+
+
+def test_existing_output_needs_force(routed_checkpoint, tmp_path):
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ExportError, match="pass --force"):
+        export_bundle(routed_checkpoint, tmp_path / "b")
