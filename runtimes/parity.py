@@ -208,8 +208,13 @@ def polygraphy_command(bundle: Bundle, inputs_path: Any, outputs_path: Any) -> l
         f"inpainted:{tol['inpainted_mean_abs']:.4g}"
     command = ["polygraphy", "run", str(bundle.model_path), "--onnxrt", "--load-inputs", str(inputs_path),
                "--load-outputs", str(outputs_path), "--atol", atol, "--rtol", "0"]
-    if bundle.precision == "fp16":
-        command += ["--check-error-stat", "inpainted:mean"]
+    stats = ["inpainted:mean"] if bundle.precision == "fp16" else []
     if "route" in bundle.output_names:
         command[command.index("--atol") + 1:command.index("--atol") + 2] = [atol, "route:0"]
+        agreement = float(tol.get("route_agreement", 1.0))
+        if agreement < 1.0:  # at most (1 - agreement) of the positions may route differently
+            stats.append("route:quantile")
+            command += ["--error-quantile", f"route:{agreement:g}"]
+    if stats:
+        command += ["--check-error-stat", *stats]
     return command

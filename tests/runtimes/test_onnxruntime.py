@@ -1,0 +1,186 @@
+"""The onnxruntime runtime, bundle verification errors, the parity command, and Polygraphy's CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cicm_deploy.cli import cli
+from cicm_deploy.images import save_image, save_mask
+from cicm_deploy.runtimes.base import BackendUnavailableError, RuntimeInputError
+from cicm_deploy.runtimes.bundle import BundleError, open_bundle, sha256_file
+from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend, choose_providers
+from cicm_deploy.runtimes.parity import check_parity, polygraphy_command, save_polygraphy_data
+
+
+def copy_bundle(bundles, tmp_path, precision="fp32", routing="onnx") -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(bundles(precision, routing).path, target)
+    return target
+
+
+def rewrite_manifest(path: Path, **changes) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(changes)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_infer_pads_any_size_and_keeps_known_pixels(bundles, photo, hole):
+    with OnnxRuntimeBackend(bundles("fp32", "onnx").path) as runtime:
+        out = runtime.infer(photo, hole)
+        description = runtime.describe()
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert np.array_equal(out[~hole], photo[~hole])
+    assert description["backend"] == "onnxruntime" and description["precision"] == "fp32"
+    assert description["device"] == "CPUExecutionProvider"
+
+
+def test_infer_batch_matches_single_calls(bundles, photo, hole):
+    with OnnxRuntimeBackend(bundles("fp32", "onnx").path) as runtime:
+        small = photo[:20, :30]
+        batch = runtime.infer_batch([photo, small, photo], [hole, hole[:20, :30], ~hole])
+        singles = [runtime.infer(photo, hole), runtime.infer(small, hole[:20, :30]), runtime.infer(photo, ~hole)]
+    for a, b in zip(batch, singles):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("feeds,message", [
+    ({"image": np.zeros((1, 3, 16, 16), np.float32)}, r"inputs \['image'\] given, the graph expects \['image', 'mask'\]"),
+    ({"image": np.zeros((1, 3, 16, 16), np.float64), "mask": np.zeros((1, 1, 16, 16), np.float32)},
+     "input 'image' is float64, the graph expects float32"),
+    ({"image": np.zeros((1, 4, 16, 16), np.float32), "mask": np.zeros((1, 1, 16, 16), np.float32)},
+     r"input 'image' has shape \[1, 4, 16, 16\], the graph expects \['batch', 3, 'height', 'width'\]"),
+    ({"image": np.zeros((1, 3, 12, 16), np.float32), "mask": np.zeros((1, 1, 12, 16), np.float32)},
+     "must be multiples of 8"),
+    ({"image": np.zeros((2, 3, 16, 16), np.float32), "mask": np.zeros((1, 1, 16, 16), np.float32)},
+     "different batch sizes"),
+])
+def test_input_checks_quote_both_sides(bundles, feeds, message):
+    runtime = OnnxRuntimeBackend(bundles("fp32", "onnx").path)
+    with pytest.raises(RuntimeInputError, match=message):
+        runtime.run(feeds)
+
+
+def test_provider_order():
+    available = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "AzureExecutionProvider"]
+    assert choose_providers(available, False) == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                  "CPUExecutionProvider"]
+    assert choose_providers(available, True) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"], False) == ["CPUExecutionProvider"]
+
+
+def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "onnxruntime_extensions" else real(name, *a, **k))
+    runtime = OnnxRuntimeBackend(bundles("fp32", "plugin").path)
+    with pytest.raises(BackendUnavailableError, match=r"CICMAugment .*onnxruntime_extensions.*cicm-deploy\[reference\]"):
+        runtime.load()
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("missing-model", "is missing model.onnx"),
+    ("missing-manifest", "has no manifest.json"),
+    ("hash", "does not match the manifest"),
+    ("version", "format_version 99; this cicm-deploy reads version 1"),
+    ("json", "is not valid JSON"),
+    ("checker", "fails the ONNX checker"),
+    ("file", "is a file"),
+])
+def test_bundle_errors(bundles, tmp_path, damage, message):
+    path = copy_bundle(bundles, tmp_path)
+    if damage == "missing-model":
+        (path / "model.onnx").unlink()
+    elif damage == "missing-manifest":
+        (path / "manifest.json").unlink()
+    elif damage == "hash":
+        with open(path / "parity.npz", "ab") as handle:
+            handle.write(b"x")
+    elif damage == "version":
+        rewrite_manifest(path, format_version=99)
+    elif damage == "json":
+        (path / "manifest.json").write_text("{not json")
+    elif damage == "checker":
+        (path / "model.onnx").write_bytes(b"not an onnx model")
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["files"]["model.onnx"] = sha256_file(path / "model.onnx")
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "file":
+        path = path / "model.onnx"
+    with pytest.raises(BundleError, match=message):
+        open_bundle(path)
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and message.split()[0] in result.output
+
+
+def test_parity_fails_when_outputs_drift(bundles, tmp_path):
+    path = copy_bundle(bundles, tmp_path)
+    with np.load(path / "parity.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["s0.inpainted"] = arrays["s0.inpainted"] + 1e-3 * (arrays["s0.mask"] > 0)
+    arrays["s1.route"] = (arrays["s1.route"] + 1) % 4
+    np.savez_compressed(path / "parity.npz", **arrays)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["parity.npz"] = sha256_file(path / "parity.npz")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with OnnxRuntimeBackend(path) as runtime:
+        report = check_parity(runtime)
+    assert not report.passed and not report.polygraphy_passed
+    assert [o.passed for o in report.outputs] == [False, False]
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code == 1 and "FAILED" in result.output
+
+
+@pytest.mark.parametrize("precision,routing", [("fp32", "onnx"), ("fp16", "plugin")])
+def test_parity_command_passes_and_writes_json(bundles, tmp_path, precision, routing):
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(cli, ["parity", str(bundles(precision, routing).path), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["images"] >= 16
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_polygraphy_cli_recipe(bundles, tmp_path, precision):
+    """The README's `polygraphy run` recipe, run as a user would."""
+    bundle = open_bundle(bundles(precision, "onnx").path)
+    paths = save_polygraphy_data(bundle, tmp_path)
+    command = polygraphy_command(bundle, *paths)
+    command[0] = str(Path(sys.executable).parent / "polygraphy")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PASSED" in done.stdout + done.stderr
+
+
+def test_run_command_reads_and_writes_npz(bundles, tmp_path):
+    bundle = bundles("fp32", "onnx").path
+    golden = open_bundle(bundle).goldens()[0]
+    np.savez(tmp_path / "in.npz", image=golden.image, mask=golden.mask)
+    result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"),
+                                      "-o", str(tmp_path / "out.npz")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "out.npz") as out:
+        assert np.abs(out["inpainted"] - golden.inpainted).max() <= 1e-4
+        assert np.array_equal(out["route"], golden.route)
+    np.savez(tmp_path / "bad.npz", image=golden.image)
+    bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "bad.npz")])
+    assert bad.exit_code == 2 and "the graph expects ['image', 'mask']" in bad.output
+
+
+def test_inpaint_with_bundle(bundles, tmp_path, photo, hole):
+    image, mask = save_image(tmp_path / "p.png", photo), save_mask(tmp_path / "m.png", hole)
+    result = CliRunner().invoke(cli, ["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png"),
+                                      "--bundle", str(bundles("fp16", "onnx").path)])
+    assert result.exit_code == 0, result.output
+    both = CliRunner().invoke(cli, ["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png")])
+    assert both.exit_code == 2 and "exactly one of --checkpoint" in both.output
