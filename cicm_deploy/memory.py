@@ -115,7 +115,9 @@ class ContextMemory(nn.Module):
         num_sets, set_size, channels = sets.shape
         if self.cfg.mode == "merged":
             logits = feats @ sets.reshape(num_sets * set_size, channels).t()  # [N, L*K]
-            route = torch.div(torch.argmax(logits, dim=1), set_size, rounding_mode="floor")
+            # the set holding the best vector (first on ties), as argmax(logits) // K, without the
+            # integer division TensorRT's parser lacks
+            route = torch.argmax(logits.reshape(n, num_sets, set_size).amax(dim=2), dim=1)
             return route, _onehot(route, num_sets), logits
         route = torch.argmax(feats @ self.anchors.float().t(), dim=1)  # [N]
         onehot = _onehot(route, num_sets)  # [N, L]

@@ -31,7 +31,7 @@ from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, M
 
 from .fp16 import FP16_MAX, convert_to_mixed_fp16, largest_magnitudes, precision_report
 from .goldens import make_goldens, plan_sets
-from .onnx_export import MAX_IR_VERSION, export_onnx
+from .onnx_export import MAX_IR_VERSION, export_onnx, ops_outside_tensorrt
 from .plugin_rewrite import check_plugin_compatible, rewrite_to_plugin
 
 ROUTINGS = ("onnx", "plugin")
@@ -148,6 +148,7 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
         "custom_ops": ([{"name": CICM_AUGMENT.name, "domain": CICM_AUGMENT.domain, "version": CICM_AUGMENT.version,
                          "namespace": CICM_AUGMENT.namespace}] if routing == "plugin" else []),
         "tolerances": TOLERANCES["fp16" if fp16 else "fp32"],
+        "ops_outside_tensorrt_parser": ops_outside_tensorrt(proto, frozenset({CICM_AUGMENT.name})),
         "precision_map": {"conv_fp16": len(convs["float16"]), "conv_fp32": len(convs["float32"]),
                           "fp32_blocks": ["memory (routing, softmax, weighted sum)", "composite"] if fp16 else []},
         "largest_fp32_intermediates": [{"tensor": name, "max_abs": value, "fp16_headroom": FP16_MAX / max(value, 1e-30)}

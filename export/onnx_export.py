@@ -26,6 +26,15 @@ from cicm_deploy.model import UNetCICM
 INPUT_NAMES = ("image", "mask")
 OUTPUT_NAMES = ("inpainted", "route")
 MAX_IR_VERSION = 10  # TensorRT 10.x (JetPack 6) parses IR <= 10
+# Ops this project's graphs may contain, each listed as supported (FP32/FP16) in the ONNX-TensorRT
+# parser's operator matrix (onnx-tensorrt docs/operators.md, TensorRT 8.4 through 10.x). OneHot,
+# for one, is not: the routing one-hot is written as Equal + Cast instead.
+TENSORRT_PARSEABLE_OPS = frozenset({
+    "Add", "ArgMax", "AveragePool", "Cast", "Concat", "Constant", "Conv", "Div", "Equal", "Expand", "Flatten",
+    "Gather", "Greater", "LeakyRelu", "MatMul", "MaxPool", "Mul", "ReduceSum", "Reshape", "Resize", "Shape",
+    "Sigmoid", "Slice", "Softmax", "Sub", "TopK", "Transpose", "Unsqueeze", "Where", "Identity",
+    "GreaterOrEqual", "Not", "ReduceMax",
+})
 
 
 class ExportGraph(nn.Module):
@@ -94,3 +103,8 @@ def export_onnx(model: UNetCICM, *, opset: int = 17, static_hw: tuple[int, int] 
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION
     return proto
+
+
+def ops_outside_tensorrt(proto: Any, custom: frozenset[str] = frozenset()) -> list[str]:
+    """Op types in ``proto`` that TensorRT's ONNX parser is not known to support (custom ops aside)."""
+    return sorted({n.op_type for n in proto.graph.node} - TENSORRT_PARSEABLE_OPS - custom)

@@ -66,6 +66,23 @@ def parse_stanzas(text: str) -> list[FilesStanza]:
     return stanzas
 
 
+def normalise_licence(name: str) -> str:
+    """One spelling for the licence names found upstream: "CC-BY-SA 4.0" -> "CC-BY-SA-4.0",
+    "Public Domain" -> "public-domain", "GPLv3 or later" -> "GPL-3+", "GNU-FDL" -> "GFDL"."""
+    text = " ".join(name.split())
+    if re.fullmatch(r"public[ -]domain\.?", text, re.IGNORECASE):
+        return "public-domain"
+    gpl = re.fullmatch(r"(?:GNU[ -])?GPL[ -]?v?(\d)(?:\.0)?(\+| or later)?", text, re.IGNORECASE)
+    if gpl:
+        return f"GPL-{gpl.group(1)}{'+' if gpl.group(2) else ''}"
+    if re.fullmatch(r"(?:GNU[ -])?G?FDL", text, re.IGNORECASE):
+        return "GFDL"
+    cc = re.fullmatch(r"CC[ -](BY(?:[ -](?:SA|NC|ND))*)[ -]v?(\d\.\d)", text, re.IGNORECASE)
+    if cc:
+        return f"CC-{cc.group(1).upper().replace(' ', '-')}-{cc.group(2)}"
+    return text
+
+
 def _one_line(value: str) -> str:
     return " / ".join(line.strip() for line in value.splitlines() if line.strip() not in ("", "."))
 

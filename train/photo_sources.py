@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .data import DataError
-from .debian_copyright import CopyrightFile, LicenceInfo, parse_stanzas, readme_licence
+from .debian_copyright import CopyrightFile, LicenceInfo, normalise_licence, parse_stanzas, readme_licence
 from .rcc import RccArchive
 
 DEBIAN_SOURCES = ("gcompris-qt-data", "mate-backgrounds", "lomiri-wallpapers-16.04", "palapeli-data")
@@ -120,7 +120,8 @@ def _licence_record(debian: LicenceInfo, upstream: LicenceInfo | None, upstream_
     chosen = upstream or debian
     source_url = chosen.source or next(iter(re.findall(r"https?://\S+", chosen.comment)), "")
     return {
-        "licence": chosen.licence,
+        "licence": normalise_licence(chosen.licence),
+        "licence_as_written": chosen.licence,
         "licence_from": upstream_from if upstream else f"debian copyright ({debian.scope})",
         # the package-wide stanza lists every contributor: point to the file instead
         "copyright": chosen.copyright if chosen.scope != "package" else "see the package's copyright file",
@@ -222,8 +223,9 @@ def skimage_candidates() -> list[Candidate]:
         path = folder / filename
         if licence is None or not path.is_file():
             continue
-        record = {"licence": licence[0], "licence_from": f"docstring of skimage.data.{name}",
-                  "copyright": licence[1], "source_url": "", "debian_licence": "", "debian_licence_scope": ""}
+        record = {"licence": licence[0], "licence_as_written": licence[1],
+                  "licence_from": f"docstring of skimage.data.{name}", "copyright": "", "source_url": "",
+                  "debian_licence": "", "debian_licence_scope": ""}
         candidates.append(Candidate(SKIMAGE_SOURCE, skimage.__version__, f"skimage/data/{filename}", record,
                                     load=path.read_bytes))
     return candidates

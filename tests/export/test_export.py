@@ -46,6 +46,7 @@ def test_bundle_contract_and_parity(bundles, precision, routing):
     else:
         assert image.psnr_db >= 45 and route.agreement >= 0.999
     assert manifest["parity"]["export_check"]["passed"] is True
+    assert manifest["ops_outside_tensorrt_parser"] == []
 
 
 def test_goldens_route_to_several_sets(bundles):
@@ -148,6 +149,7 @@ def test_variants_export_with_onnx_routing(tmp_path, changes):
     ckpt = save_checkpoint(tmp_path / "v.pt", model)
     result = export_bundle(ckpt, tmp_path / "b")
     assert result.parity.passed, "\n".join(result.parity.lines())
+    assert result.manifest["ops_outside_tensorrt_parser"] == []
 
 
 def test_plugin_routing_with_top_k(tmp_path):
