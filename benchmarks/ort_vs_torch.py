@@ -31,6 +31,27 @@ from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ort_op_profile(model_path: Path, feeds: dict[str, np.ndarray], threads: int, calls: int = 3) -> dict[str, float]:
+    """Share of onnxruntime kernel time per op type (its built-in profiler)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(model_path.parent / "ort_profile")
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    for _ in range(calls):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    shares: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            shares[op] = shares.get(op, 0.0) + event["dur"]
+    total = sum(shares.values()) or 1.0
+    return {k: round(100 * v / total, 1) for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:6]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper")
@@ -81,6 +102,14 @@ def main() -> None:
                     call()
                     times[name].append(time.perf_counter() - start)
 
+        profile = ort_op_profile(Path(tmp) / "bundle" / "model.onnx", feeds, args.threads)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                torch_call()
+        torch_ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        total = sum(torch_ops.values()) or 1.0
+        torch_profile = {k: round(100 * v / total, 1) for k, v in sorted(torch_ops.items(), key=lambda kv: -kv[1])[:6]}
+
     medians = {k: statistics.median(v) * 1000 for k, v in times.items()}
     ratio = medians["pytorch_eager"] / medians["onnxruntime"]
     report = {
@@ -89,7 +118,8 @@ def main() -> None:
         "versions": {n: metadata.version(n) for n in ("torch", "onnxruntime")},
         "median_ms": medians, "p90_ms": {k: float(np.percentile(v, 90) * 1000) for k, v in times.items()},
         "samples": {k: len(v) for k, v in times.items()},
-        "speedup_onnxruntime_over_pytorch": ratio, "target": 1.5, "target_met": ratio >= 1.5,
+        "speedup_onnxruntime_over_pytorch": ratio,
+        "onnxruntime_op_share_percent": profile, "pytorch_op_share_percent": torch_profile, "target": 1.5, "target_met": ratio >= 1.5,
         "command": "python benchmarks/ort_vs_torch.py " + " ".join(
             f"--{k} {v}" for k, v in (("preset", args.preset), ("size", args.size), ("batch", args.batch),
                                       ("threads", args.threads)) if args.checkpoint is None or k != "preset"),
@@ -105,7 +135,10 @@ def main() -> None:
     for name in times:
         lines.append(f"| {name} | {medians[name]:.2f} | {report['p90_ms'][name]:.2f} |")
     lines += ["", f"onnxruntime is **{ratio:.2f}x** PyTorch eager (target 1.5x: "
-                  f"{'met' if ratio >= 1.5 else 'missed'})."]
+                  f"{'met' if ratio >= 1.5 else 'missed'}).", "",
+              "Where the time goes (share of kernel time, 3 profiled calls):", "",
+              "- onnxruntime: " + ", ".join(f"{k} {v}%" for k, v in profile.items()),
+              "- PyTorch: " + ", ".join(f"{k} {v}%" for k, v in torch_profile.items())]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

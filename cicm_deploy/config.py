@@ -181,6 +181,10 @@ PRESETS: dict[str, ModelConfig] = {
     # The plain UNet baseline the memory augments (same backbone as "paper").
     "unet": ModelConfig(cicm_levels=()),
     "tiny-unet": ModelConfig(width=16, max_width=64, cicm_levels=()),
+    # The shipped default model: the tiny backbone with the paper's memory (L=13, K=40).
+    "default": ModelConfig(width=16, max_width=64),
+    # Its plain-UNet twin, trained the same way for the comparison.
+    "default-unet": ModelConfig(width=16, max_width=64, cicm_levels=()),
 }
 
 

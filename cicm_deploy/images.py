@@ -42,10 +42,13 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         raise ImageError(f"{what} {path} does not exist")
     if path.is_dir():
         raise ImageError(f"{what} {path} is a directory, expected an image file (png, jpg, webp, bmp, tif)")
+    image = None
     try:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        if image is not None:
+            image.close()  # a file that fails to decode must not leak its handle
         raise ImageError(f"{what} {path} is not a readable image ({exc}); expected png, jpg, webp, bmp or tif") from None
     return image
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from cicm_deploy.images import ImageError, image_to_rgb, load_image
+from cicm_deploy.images import ImageError, image_to_rgb
 
 if TYPE_CHECKING:
     from .photo_fetch import FetchSummary
@@ -119,33 +119,35 @@ class ImageFolderDataset:
             self.skipped_paths.add(relative)
             warnings.warn(f"skipping unreadable image {self.root / relative}: {why}", stacklevel=3)
 
+    def _nothing_readable(self) -> DataError:
+        return DataError(f"none of the {len(self.files)} image files in the {self.split} split of {self.root} "
+                         "could be read; expected jpg/png/webp/bmp images")
+
     def _find_readable(self, index: int) -> int:
-        """The first index from ``index`` on (wrapping) whose file opens as an image."""
+        """The first index from ``index`` on (wrapping) whose file opens as an image (header only)."""
         for step in range(len(self.files)):
             candidate = (index + step) % len(self.files)
             relative = self.files[candidate]
             if relative in self.skipped_paths:
                 continue
             try:
-                with Image.open(self.root / relative):  # header only: cheap
+                with Image.open(self.root / relative):  # reads the header only: cheap
                     return candidate
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(relative, exc)
-        raise DataError(f"none of the {len(self.files)} image files in the {self.split} split of {self.root} "
-                        "could be read; expected jpg/png/webp/bmp images")
+        raise self._nothing_readable()
 
     def load(self, index: int) -> np.ndarray:
         """The whole image at ``index`` (or the next readable one) as RGB uint8 [H, W, 3]."""
-        index = index % len(self.files)
-        for _ in range(len(self.files)):
-            index = self._find_readable(index)
-            relative = self.files[index]
+        for step in range(len(self.files)):
+            relative = self.files[(index + step) % len(self.files)]
+            if relative in self.skipped_paths:
+                continue
             try:
-                return load_image(self.root / relative)
-            except (ImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+                return _read_rgb(self.root / relative)
+            except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(relative, exc)
-        raise DataError(f"none of the {len(self.files)} image files in the {self.split} split of {self.root} "
-                        "could be read; expected jpg/png/webp/bmp images")
+        raise self._nothing_readable()
 
     def sample(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """A random crop (upscaled first if the image is smaller) and flip of image ``index``."""
@@ -155,6 +157,14 @@ class ImageFolderDataset:
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
         return np.ascontiguousarray(image)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """Like ``images.load_image``, but closes the file when decoding fails (no handle leaks per
+    bad file over a long training run)."""
+    with Image.open(path) as image:
+        image.load()
+        return image_to_rgb(image, f"image {path}")
 
 
 def random_crop(image: np.ndarray, crop: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

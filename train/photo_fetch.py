@@ -103,7 +103,7 @@ def _candidate_groups(cache_dir: Path, sources: tuple[str, ...], include_skimage
 
 def fetch_photos(dest_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                  sources: tuple[str, ...] | None = None, include_skimage: bool = True,
-                 limits: PhotoThresholds = PhotoThresholds(), progress: bool = True) -> FetchSummary:
+                 limits: PhotoThresholds | None = None, progress: bool = True) -> FetchSummary:
     """Fetch the packages into ``cache_dir`` and write the kept photos and manifest to ``dest_dir``.
 
     ``sources``: a subset of ``DEBIAN_SOURCES`` (default: all four); other packages are refused,
@@ -112,6 +112,7 @@ def fetch_photos(dest_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     """
     from tqdm import tqdm
 
+    limits = limits or PhotoThresholds()
     sources = DEBIAN_SOURCES if sources is None else tuple(sources)
     unknown = [s for s in sources if s not in DEBIAN_SOURCES]
     if unknown:

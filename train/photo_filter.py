@@ -21,7 +21,8 @@ flat fills, so each candidate is judged on a few statistics of a working copy (l
 The thresholds in ``PhotoThresholds`` were set by looking at every candidate of the four source
 packages (Debian bookworm versions, 2026-11). Paintings and textured abstract art pass them:
 colour statistics cannot tell those from photos (``photo_sources`` excludes the known ones by
-path).
+path, and paintings that an upstream README calls so). They also cost some real photos: dark or
+white studio backgrounds and very smooth close-ups read as fills or few colours.
 
 Duplicates: ``sha256`` of the decoded pixels catches exact copies; a 64-bit difference hash of a
 9x8 grayscale thumbnail catches resized or recompressed copies (Hamming distance <= ``max_bits``).
@@ -36,7 +37,7 @@ from PIL import Image
 
 WORK_SIDE = 512  # statistics are computed on a copy whose long side is at most this
 TEXTURE_GRADIENT = 12.0  # luminance levels per pixel (at WORK_SIDE) that count as texture
-FILL_COLOUR_SHARE = 0.005  # an exact colour covering this share of flat pixels is a fill
+FILL_COLOUR_SHARE = 0.005  # a flat exact colour covering this share of the image is a fill
 FLAT_SPREAD = 2  # a 3x3 neighbourhood within this many levels (every channel) is flat
 
 
@@ -101,7 +102,7 @@ def _fill_share(small: np.ndarray) -> float:
     flat = (windows.max(axis=0) - windows.min(axis=0)).max(axis=-1) <= FLAT_SPREAD  # [h-2, w-2]
     centre = small[1:-1, 1:-1]
     codes = (centre[..., 0] << 16) | (centre[..., 1] << 8) | centre[..., 2]
-    colours, counts = np.unique(codes[flat], return_counts=True)
+    _, counts = np.unique(codes[flat], return_counts=True)
     fills = counts[counts >= FILL_COLOUR_SHARE * codes.size]
     return float(fills.sum() / codes.size)
 

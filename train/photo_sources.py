@@ -20,10 +20,10 @@ import inspect
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Callable
 
 from .data import DataError
 from .debian_copyright import CopyrightFile, LicenceInfo, normalise_licence, parse_stanzas, readme_licence

@@ -1,0 +1,153 @@
+"""The trainer: memory updates on complete regions only, bit-for-bit resume, DDP with gloo, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from cicm_deploy.checkpoint import load_model
+from cicm_deploy.cli import cli
+from cicm_deploy.config import preset
+from cicm_deploy.model import complete_regions
+from cicm_deploy.reference import generalize_reference
+from cicm_deploy.train.losses import LossWeights
+from cicm_deploy.train.trainer import PhotoSampler, TrainConfig, Trainer
+
+PHOTOS = str(Path(__file__).resolve().parents[2] / "cicm_deploy" / "assets" / "photos")
+
+
+def small_config(tmp_path, **changes) -> TrainConfig:
+    base = dict(data=PHOTOS, out=str(tmp_path / "run"), steps=4, batch_size=2, crop=32, cache_side=96,
+                val_fraction=0.0, val_images=0, val_every=0, checkpoint_every=0, log_every=1, seed=3)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def make_trainer(config: TrainConfig, resume: str | None = None) -> Trainer:
+    trainer = Trainer(preset("tiny"), config, resume=resume)
+    trainer.attach_data(PhotoSampler(config.data, "all", config.crop, config.cache_side, 0.0), None)
+    return trainer
+
+
+def test_step_changes_memory_only_through_complete_regions(tmp_path):
+    frozen = small_config(tmp_path, lr=0.0, d_lr=0.0, weights=LossWeights(adversarial=0.0))
+    trainer = make_trainer(frozen)
+    memory = trainer.model.memories["3"]
+    image, mask = trainer.train_data.batch(np.random.default_rng(0), 2)
+    mask[:] = 0
+    mask[:, :, :16, :] = 1  # top half holes: only the bottom row of bottleneck regions is complete
+    trainer.model.train()
+    with torch.no_grad():
+        feats = trainer.model(image, mask).features["3"]
+    complete = complete_regions(mask, 3).flatten()
+    flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])[complete]
+    expected_anchors, expected_sets = generalize_reference(memory, flat)
+    trainer.train_step(image, mask)
+    torch.testing.assert_close(memory.anchors.double(), expected_anchors, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(memory.sets.double(), expected_sets, atol=1e-5, rtol=1e-5)
+
+    before = [t.detach().clone() for t in (memory.anchors, memory.sets)]
+    trainer.train_step(image, torch.ones_like(mask))  # no complete region at all
+    assert torch.equal(memory.anchors, before[0]) and torch.equal(memory.sets, before[1])
+
+
+def test_step_trains_every_part(tmp_path):
+    trainer = make_trainer(small_config(tmp_path))
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    d_before = {k: v.detach().clone() for k, v in trainer.discriminator.state_dict().items()}
+    image, mask = trainer.train_data.batch(trainer.rng, 2)
+    values = trainer.train_step(image, mask)
+    assert set(values) >= {"inpaint", "adversarial", "ratio", "inter", "intra", "total", "discriminator"}
+    assert all(np.isfinite(v) for v in values.values())
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("memories.3") for k in changed) and any(k.startswith("gamma_heads") for k in changed)
+    assert any(not torch.equal(v, d_before[k]) for k, v in trainer.discriminator.state_dict().items())
+
+
+def state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    out = {f"g.{k}": v for k, v in trainer.model.state_dict().items()}
+    out.update({f"d.{k}": v for k, v in trainer.discriminator.state_dict().items()})
+    return out
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight = make_trainer(small_config(tmp_path / "a", steps=4))
+    straight.fit(progress=False)
+    first = make_trainer(small_config(tmp_path / "b", steps=2))
+    first.fit(progress=False)
+    resumed = make_trainer(small_config(tmp_path / "b", steps=4), resume=str(tmp_path / "b" / "run" / "last.pt"))
+    assert resumed.step == 2
+    resumed.fit(progress=False)
+    a, b = state(straight), state(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = [json.loads(line) for line in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = small_config(Path(out_dir), steps=3)
+        trainer = make_trainer(config)
+        for _ in range(config.steps):
+            image, mask = trainer.train_data.batch(trainer.rng, config.batch_size)
+            trainer.train_step(image, mask)
+        torch.save({k: v.detach().clone() for k, v in state(trainer).items()}, Path(out_dir) / f"rank{rank}.pt")
+        first_batch = trainer.train_data.batch(np.random.default_rng(trainer.config.seed + 1000 * rank), 1)[0]
+        torch.save(first_batch, Path(out_dir) / f"batch{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_hold_identical_parameters_and_memory(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert any(k.startswith("g.memories.3.sets") for k in a)
+    # the ranks trained on different crops, so the agreement is the all-reduce's doing
+    assert not torch.equal(torch.load(tmp_path / "batch0.pt", weights_only=True),
+                           torch.load(tmp_path / "batch1.pt", weights_only=True))
+
+
+def test_train_cli_end_to_end_and_config(tmp_path):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"train": {"batch_size": 2, "crop": 32, "cache_side": 96, "val_every": 2,
+                                            "val_images": 3, "val_fraction": 0.0, "log_every": 1}}))
+    out = tmp_path / "run"
+    printed = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--config", str(config), "--set",
+                                       "model.memory.num_sets=3", "--steps", "2", "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    resolved = json.loads(printed.output)
+    assert resolved["model"]["memory"]["num_sets"] == 3 and resolved["train"]["crop"] == 32
+    assert resolved["train"]["steps"] == 2
+    bad = CliRunner().invoke(cli, ["train", "--set", "model.memory.sets=3"])
+    assert bad.exit_code == 2 and "unknown setting 'sets'" in bad.output
+    nodata = CliRunner().invoke(cli, ["train", "--steps", "1"])
+    assert nodata.exit_code == 2 and "no training data" in nodata.output
+    missing = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "none"), "--steps", "1", "--out", str(out)])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_trained_checkpoint_loads_and_inpaints(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=2))
+    trainer.fit(progress=False)
+    model, data = load_model(Path(trainer.config.out) / "last.pt")
+    assert data["step"] == 2 and data["trainer"]["train_config"]["crop"] == 32
+    out = model(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    assert out.composite.shape == (1, 3, 32, 32)

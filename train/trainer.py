@@ -1,0 +1,338 @@
+"""Training UNet-CICM (or the plain UNet) with the paper's objective; CPU, GPU, and torchrun DDP.
+
+One step: sample a batch of crops and stroke/box masks (both from the trainer's own seeded
+generator), update the discriminator, update the generator on Eq. 9, then run context
+generalization on the complete regions of the batch (its statistics all-reduced across ranks,
+so every rank holds the same memory). Checkpoints are atomic and carry everything ``--resume``
+needs to continue bit for bit: weights, both optimizers, the step, and every RNG state.
+
+Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m cicm_deploy.cli train ...``. Each rank
+draws different crops (its seed is offset by its rank); gradients are averaged by
+DistributedDataParallel and the memory update is reduced as above. Rank 0 writes logs and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cicm_deploy.checkpoint import read_checkpoint, save_checkpoint
+from cicm_deploy.config import ModelConfig
+from cicm_deploy.memory import GeneralizationStats
+from cicm_deploy.model import UNetCICM, complete_regions
+
+from .losses import LossWeights, PatchDiscriminator, generator_loss, relativistic_losses
+from .masks import evaluation_masks, sample_mask
+
+TRAINER_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a run but the model (``ModelConfig``)."""
+
+    data: str = ""  # folder of training photos (recursive); a deterministic split keeps val_fraction aside
+    out: str = "runs/cicm"  # directory for checkpoints (last.pt, step_N.pt) and log.jsonl
+    steps: int = 2000  # optimizer steps in total
+    batch_size: int = 8  # crops per step (per rank under torchrun)
+    crop: int = 128  # training crop side (a multiple of the model stride)
+    cache_side: int = 256  # photos are kept in memory downscaled to this short side (0 = full size)
+    lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.5  # Adam beta1 for both (GAN practice)
+    d_width: int = 32  # discriminator width
+    weights: LossWeights = field(default_factory=LossWeights)  # Eq. 9 weights
+    val_fraction: float = 0.05  # share of photos (by path hash) kept for validation
+    val_every: int = 200  # steps between validation PSNR measurements (0 = never)
+    val_images: int = 24  # validation crops (fixed, with fixed masks of every bin)
+    checkpoint_every: int = 500  # steps between step_N.pt checkpoints (last.pt is written every val too)
+    log_every: int = 10  # steps between log.jsonl lines
+    seed: int = 0  # seeds the model init, the crops and the masks
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        weights = LossWeights(**data.pop("weights", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"train config has unknown fields {unknown}; known: {sorted(names)}")
+        return cls(weights=weights, **data)
+
+
+class PhotoSampler:
+    """Random crops from a folder of photos, decoded once and kept in memory (downscaled)."""
+
+    def __init__(self, folder: str, split: str, crop: int, cache_side: int, val_fraction: float) -> None:
+        from PIL import Image
+
+        from .data import ImageFolderDataset
+
+        dataset = ImageFolderDataset(folder, crop_size=None, split=split, val_fraction=val_fraction, flip=False)
+        self.photos = []
+        for index in range(len(dataset)):
+            image = dataset.load(index)
+            side = min(image.shape[:2])
+            scale = max(cache_side / side if cache_side else 1.0, crop / side)
+            if scale < 1.0 or side < crop:
+                h, w = image.shape[:2]
+                size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+                image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+            self.photos.append(image)
+        self.skipped = dataset.skipped
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def crop_at(self, rng: np.random.Generator) -> np.ndarray:
+        photo = self.photos[int(rng.integers(len(self.photos)))]
+        y = int(rng.integers(0, photo.shape[0] - self.crop + 1))
+        x = int(rng.integers(0, photo.shape[1] - self.crop + 1))
+        crop = photo[y:y + self.crop, x:x + self.crop]
+        return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images = np.stack([self.crop_at(rng) for _ in range(size)])
+        masks = np.stack([sample_mask(self.crop, self.crop, rng) for _ in range(size)])
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        m = torch.from_numpy(masks).unsqueeze(1).float()
+        return x, m
+
+
+class TrainStep(nn.Module):
+    """Forward pass plus the memory losses, so DistributedDataParallel sees every gradient in one graph."""
+
+    def __init__(self, model: UNetCICM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        inter, intra = self.model.memory_losses()
+        return self.model(image, mask), inter, intra
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def generalize_all_ranks(model: UNetCICM, output: Any, mask: torch.Tensor) -> None:
+    """Context generalization with its statistics summed over ranks: identical memory everywhere."""
+    _, world = _distributed()
+    if world == 1:
+        model.generalize(output, mask)
+        return
+    r = model.config.memory.region_size
+    for key, memory in model.memories.items():
+        feat = output.features[key].detach().float()
+        regions = torch.nn.functional.avg_pool2d(feat, r) if r > 1 else feat
+        complete = complete_regions(mask, int(key), r).flatten()
+        flat = regions.permute(0, 2, 3, 1).reshape(-1, regions.shape[1])[complete]
+        stats = memory.collect(flat)
+        for tensor in stats.tensors():
+            dist.all_reduce(tensor)
+        memory.apply(GeneralizationStats(*stats.tensors()))
+
+
+def rng_state(generator: np.random.Generator) -> dict[str, Any]:
+    return {"numpy": generator.bit_generator.state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(generator: np.random.Generator, state: dict[str, Any]) -> None:
+    generator.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def psnr_batch(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    mse = torch.mean((prediction.float() - target.float()) ** 2, dim=(1, 2, 3)).clamp(min=1e-10)
+    return float(torch.mean(10 * torch.log10(1.0 / mse)))
+
+
+class Trainer:
+    def __init__(self, model_config: ModelConfig, config: TrainConfig, *, resume: str | None = None,
+                 on_log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.rank, self.world = _distributed()
+        self.device = self._pick_device(config.device)
+        if config.crop % model_config.stride:
+            raise ValueError(f"crop {config.crop} must be a multiple of the model stride {model_config.stride}")
+        torch.manual_seed(config.seed)
+        self.model = UNetCICM(model_config).to(self.device)
+        self.discriminator = PatchDiscriminator(config.d_width).to(self.device)
+        self.g_opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=(config.beta1, 0.999))
+        self.rng = np.random.default_rng(config.seed + 1000 * self.rank)
+        self.step = 0
+        self.metrics: dict[str, Any] = {}
+        self.on_log = on_log
+        if resume:
+            self._resume(resume)
+        step_module: nn.Module = TrainStep(self.model)
+        critic: nn.Module = self.discriminator
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=ids)
+            critic = nn.parallel.DistributedDataParallel(critic, device_ids=ids)
+        self.step_module, self.critic = step_module, critic
+        self.out = Path(config.out)
+        self.train_data: PhotoSampler | None = None
+        self.val_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @staticmethod
+    def _pick_device(name: str) -> torch.device:
+        if name == "auto":
+            if torch.cuda.is_available():
+                local = int(os.environ.get("LOCAL_RANK", 0))
+                return torch.device("cuda", local)
+            return torch.device("cpu")
+        return torch.device(name)
+
+    # -- data ---------------------------------------------------------------------------------
+    def attach_data(self, train: PhotoSampler, val: PhotoSampler | None) -> None:
+        self.train_data = train
+        if val is not None and self.config.val_images > 0:
+            rng = np.random.default_rng(12345)  # fixed validation crops, independent of the run
+            per_bin = max(1, self.config.val_images // 3)
+            masks = evaluation_masks(self.config.crop, self.config.crop, per_bin, seed=2022)
+            images = np.stack([val.crop_at(rng) for _ in range(len(masks))])
+            self.val_batch = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0,
+                              torch.from_numpy(np.stack([m for _, m in masks])).unsqueeze(1).float())
+
+    # -- checkpointing ------------------------------------------------------------------------
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"version": TRAINER_STATE_VERSION, "train_config": self.config.to_dict(),
+                "discriminator": self.discriminator.state_dict(), "d_optimizer": self.d_opt.state_dict(),
+                "rng": rng_state(self.rng), "world_size": self.world}
+
+    def save(self, path: Path) -> Path:
+        return save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
+                               trainer=self._trainer_state())
+
+    def _resume(self, path: str) -> None:
+        data = read_checkpoint(path, map_location=self.device)
+        trainer = data.get("trainer")
+        if not trainer:
+            raise ValueError(f"{path} has no trainer state (written by `init` or exported?); resume needs a "
+                             "checkpoint written by `cicm-deploy train`")
+        self.model.load_state_dict(data["state_dict"])
+        self.g_opt.load_state_dict(data["optimizer"])
+        self.discriminator.load_state_dict(trainer["discriminator"])
+        self.d_opt.load_state_dict(trainer["d_optimizer"])
+        restore_rng(self.rng, trainer["rng"])
+        self.step = int(data["step"])
+        self.metrics = dict(data.get("metrics", {}))
+
+    # -- the step -----------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+        weights = self.config.weights
+        image, mask = image.to(self.device), mask.to(self.device)
+        self.model.train()
+        adversarial = weights.adversarial > 0
+        with self._autocast():
+            output, inter, intra = self.step_module(image, mask)
+        d_loss = torch.zeros((), device=self.device)
+        g_adv = None
+        if adversarial:  # real and fake in one critic call: one forward per backward under DDP
+            with self._autocast():
+                real_logits, fake_logits = self.critic(torch.cat([image, output.composite.detach()])).float().chunk(2)
+            d_loss, _ = relativistic_losses(real_logits, fake_logits)
+            self.d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.d_opt.step()
+            with self._autocast():
+                real_logits, fake_logits = self.critic(torch.cat([image, output.composite])).float().chunk(2)
+            _, g_adv = relativistic_losses(real_logits, fake_logits)
+        terms = generator_loss(output, image, mask, inter, intra, weights, g_adv)
+        self.g_opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.g_opt.step()
+        generalize_all_ranks(self.model, output, mask)
+        self.step += 1
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["discriminator"] = float(d_loss.detach())
+        return values
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if self.val_batch is None:
+            return None
+        self.model.eval()
+        image, mask = (t.to(self.device) for t in self.val_batch)
+        with self._autocast():
+            out = self.model(image, mask)
+        return psnr_batch(out.composite, image)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def fit(self, progress: bool = True) -> dict[str, Any]:
+        if self.train_data is None:
+            raise RuntimeError("attach_data() first")
+        from tqdm import tqdm
+
+        config = self.config
+        main = self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        log_path = self.out / "log.jsonl"
+        bar = tqdm(total=config.steps, initial=self.step, disable=not (progress and main), unit="step",
+                   dynamic_ncols=True)
+        images_seen, started = 0, time.perf_counter()
+        try:
+            while self.step < config.steps:
+                image, mask = self.train_data.batch(self.rng, config.batch_size)
+                values = self.train_step(image, mask)
+                images_seen += len(image) * self.world
+                rate = images_seen / max(time.perf_counter() - started, 1e-9)
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise FloatingPointError(f"non-finite loss at step {self.step}: {values}")
+                record = {"step": self.step, **{k: round(v, 6) for k, v in values.items()},
+                          "images_per_s": round(rate, 2)}
+                if config.val_every and self.step % config.val_every == 0 or self.step == config.steps:
+                    val = self.validate()
+                    if val is not None:
+                        record["val_psnr"] = round(val, 3)
+                        self.metrics["val_psnr"] = record["val_psnr"]
+                    self.metrics.update(step=self.step, images_per_s=record["images_per_s"])
+                    if main:
+                        self.save(self.out / "last.pt")
+                if main and config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save(self.out / f"step_{self.step}.pt")
+                if main and (self.step % config.log_every == 0 or "val_psnr" in record):
+                    with open(log_path, "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    if self.on_log:
+                        self.on_log(record)
+                bar.set_postfix(loss=f"{values['total']:.4f}", l2=f"{values['inpaint']:.4f}",
+                                img_s=f"{rate:.1f}", **({"val": record["val_psnr"]} if "val_psnr" in record else {}))
+                bar.update(1)
+        finally:
+            bar.close()
+            if main and self.step > 0:
+                self.save(self.out / "last.pt")  # nothing lost on Ctrl-C or a crash mid-run
+        return self.metrics
