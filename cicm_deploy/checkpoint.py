@@ -162,3 +162,11 @@ def _shape(value: Any) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def save_release(source: str | os.PathLike, target: str | os.PathLike, **extra_metrics: Any) -> Path:
+    """A shippable copy of a training checkpoint: weights, config, step and metrics only
+    (no optimizer or trainer state, a third of the size)."""
+    model, data = load_model(source)
+    metrics = {**data.get("metrics", {}), **extra_metrics}
+    return save_checkpoint(target, model, step=int(data.get("step", 0)), metrics=metrics)
