@@ -26,8 +26,7 @@ import onnx
 from cicm_deploy import __version__
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.custom_op import CICM_AUGMENT
-from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, open_bundle,
-                                         sha256_file)
+from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, sha256_file)
 
 from .fp16 import FP16_MAX, convert_to_mixed_fp16, largest_magnitudes, precision_report
 from .goldens import make_goldens, plan_sets

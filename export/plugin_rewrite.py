@@ -10,7 +10,6 @@ from whatever transposed, folded form the exporter left them in.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import onnx

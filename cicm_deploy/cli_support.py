@@ -1,0 +1,56 @@
+"""What every command shares: the user-error type, turning library errors into it, the torch check.
+
+No torch import here: the runtime commands use it on machines without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+MASK_HELP = "Mask convention: white (255) = hole, black = keep; --mask-invert flips it."
+
+
+class UserError(click.ClickException):
+    """A mistake in what the user gave: one line, exit status 2, no traceback."""
+
+    exit_code = 2
+
+
+def user_errors(func: Callable[[], Any]) -> Any:
+    """Run ``func``, turning the library's input errors into ``UserError``s."""
+    from cicm_deploy.config import ConfigError
+    from cicm_deploy.images import ImageError
+    from cicm_deploy.runtimes.base import BackendUnavailableError, RuntimeInputError
+    from cicm_deploy.runtimes.bundle import BundleError
+
+    errors: tuple[type[BaseException], ...] = (ImageError, ConfigError, BundleError, RuntimeInputError,
+                                               BackendUnavailableError)
+    try:
+        from cicm_deploy.checkpoint import CheckpointError  # needs torch
+        errors += (CheckpointError,)
+    except ImportError:
+        pass
+    try:
+        from cicm_deploy.export.bundle import ExportError  # needs torch and onnx
+        errors += (ExportError,)
+    except ImportError:
+        pass
+    try:
+        from cicm_deploy.train.data import DataError
+        errors += (DataError,)
+    except ImportError:
+        pass
+    try:
+        return func()
+    except errors as exc:
+        raise UserError(str(exc)) from None
+
+
+def require_torch(what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise UserError(f"{what} needs PyTorch, which is not installed here; "
+                        "install it with: pip install 'cicm-deploy[train]'")
