@@ -199,6 +199,55 @@ def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
     user_errors(go)
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a comma-separated list of integers (e.g. 1,4,16)") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} {text!r} must list positive integers")
+    return values
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--backend", "backends", default="torch,torch-fp16,torch-compile,cuda-graphs,onnxruntime,tensorrt",
+              show_default=True, help="Comma-separated backends; those that cannot run here are listed as skipped.")
+@click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--size", "sizes", default="256", show_default=True, help="Square input sides, comma-separated.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed calls per case.")
+@click.option("--iterations", default=20, show_default=True, help="Timed calls per case.")
+@click.option("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench"),
+              show_default=True, help="Report path without suffix (.json, .md, .png).")
+@click.option("--plot", is_flag=True, help="Also plot latency against batch and size (needs matplotlib).")
+def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, iterations: int,
+          threads: int | None, out: Path, plot: bool) -> None:
+    """Latency and throughput of each backend on a checkpoint or a bundle, side by side.
+
+    Like trtexec's summary: latency min/median/p90/p99 of the inference alone, images/s, host
+    pre/post-processing time, peak host RSS and (on a GPU) peak device memory; plus each
+    backend's speed-up over PyTorch eager in the same run. `torch-compile` compiles on first use
+    (minutes on a CPU). Writes JSON and markdown (and a PNG with --plot).
+    """
+    def go() -> None:
+        from .bench import run_bench, write_bench
+
+        chosen = [b.strip() for b in backends.split(",") if b.strip()]
+        try:
+            report = run_bench(target, chosen, _int_list(batches, "--batch"), _int_list(sizes, "--size"),
+                               warmup=warmup, iterations=iterations, threads=threads,
+                               progress=lambda message: click.echo(f"  {message}...", err=True))
+            paths = write_bench(report, out, plot=plot)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        for line in report.markdown():
+            click.echo(line)
+        click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+    user_errors(go)
+
+
 def _register_commands() -> None:
     from .export.cli import export
     from .runtimes.cli import parity, run_bundle

@@ -1,0 +1,312 @@
+"""``cicm-deploy bench``: latency and throughput of every available backend, side by side.
+
+Each case (backend, batch, size) gets warm-up calls, then timed calls of the inference alone;
+host pre-processing (uint8 frames -> padded float NCHW) and post-processing (-> uint8 frames)
+are timed separately on the same data. On a GPU, torch timings use CUDA events. The summary
+reads like trtexec's: latency min/median/p90/p99, throughput in images/s, peak host RSS and,
+on a GPU, peak device memory. Backends that cannot run here are listed with the reason.
+
+Backends: ``torch`` (eager FP32), ``torch-fp16`` (eager, FP16 autocast, CUDA only),
+``torch-compile`` (``torch.compile``), ``cuda-graphs`` (``torch.compile(mode="reduce-overhead")``,
+CUDA only), ``onnxruntime`` (an FP32 bundle; exported on the fly from a checkpoint).
+TensorRT engines are not implemented yet and are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ALL_BACKENDS = ("torch", "torch-fp16", "torch-compile", "cuda-graphs", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class CaseResult:
+    backend: str
+    batch: int
+    size: int
+    latency_ms: dict[str, float]  # min, median, p90, p99, mean of the inference alone
+    throughput_ips: float  # images per second at the median latency
+    pre_ms: float  # host pre-processing per batch (median)
+    post_ms: float  # host post-processing per batch (median)
+    iterations: int
+    device_peak_mib: float | None = None
+
+
+@dataclass
+class BenchReport:
+    target: str
+    device: str
+    date: str
+    threads: int
+    versions: dict[str, str]
+    results: list[CaseResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    host_peak_rss_mib: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def ratios(self) -> dict[tuple[str, int, int], float]:
+        """torch eager median / backend median, per (backend, batch, size)."""
+        base = {(r.batch, r.size): r.latency_ms["median"] for r in self.results if r.backend == "torch"}
+        return {(r.backend, r.batch, r.size): base[(r.batch, r.size)] / r.latency_ms["median"]
+                for r in self.results if r.backend != "torch" and (r.batch, r.size) in base and r.latency_ms["median"]}
+
+    def markdown(self) -> list[str]:
+        lines = [f"Target `{self.target}` on {self.device}, {self.date}, {self.threads} CPU threads; "
+                 + ", ".join(f"{k} {v}" for k, v in self.versions.items()) + ".", "",
+                 "| backend | batch | size | median ms | p90 ms | p99 ms | min ms | images/s | pre ms | post ms | "
+                 "device MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in self.results:
+            lat = r.latency_ms
+            device = f"{r.device_peak_mib:.0f}" if r.device_peak_mib is not None else "-"
+            lines.append(f"| {r.backend} | {r.batch} | {r.size} | {lat['median']:.2f} | {lat['p90']:.2f} | "
+                         f"{lat['p99']:.2f} | {lat['min']:.2f} | {r.throughput_ips:.1f} | {r.pre_ms:.2f} | "
+                         f"{r.post_ms:.2f} | {device} |")
+        ratios = self.ratios()
+        if ratios:
+            lines += ["", "Speed-up over PyTorch eager (median latency ratio, same inputs, same run):", "",
+                      "| backend | batch | size | x torch |", "|---|---|---|---|"]
+            lines += [f"| {b} | {n} | {s} | {r:.2f} |" for (b, n, s), r in ratios.items()]
+        lines += ["", f"Peak host RSS: {self.host_peak_rss_mib:.0f} MiB."]
+        if self.skipped:
+            lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in self.skipped.items()]
+        return lines
+
+
+def summarize(times_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(times_ms)
+
+    def pct(q: float) -> float:
+        return float(np.percentile(ordered, q))
+
+    return {"min": ordered[0], "median": statistics.median(ordered), "p90": pct(90), "p99": pct(99),
+            "mean": statistics.fmean(ordered)}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _cuda() -> bool:
+    if not _torch_available():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class _Case:
+    """One backend made ready for a given input shape: ``run(feeds)`` and its timing."""
+
+    def __init__(self, call: Callable[[dict[str, np.ndarray]], Any], device_timer: bool = False) -> None:
+        self.call = call
+        self.device_timer = device_timer
+
+    def time_ms(self, feeds: dict[str, np.ndarray]) -> float:
+        if self.device_timer:
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.call(feeds)
+            end.record()
+            torch.cuda.synchronize()
+            return float(start.elapsed_time(end))
+        begin = time.perf_counter()
+        self.call(feeds)
+        return (time.perf_counter() - begin) * 1000
+
+
+def _torch_case(model: Any, backend: str) -> _Case:
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    forward = model
+    if backend == "torch-compile":
+        forward = torch.compile(model)
+    elif backend == "cuda-graphs":
+        forward = torch.compile(model, mode="reduce-overhead")
+    autocast = backend == "torch-fp16"
+
+    def call(feeds: dict[str, np.ndarray]) -> Any:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=autocast):
+            image = torch.from_numpy(feeds["image"]).to(device, non_blocking=True)
+            mask = torch.from_numpy(feeds["mask"]).to(device, non_blocking=True)
+            return forward(image, mask).composite
+
+    return _Case(call, device_timer=device.type == "cuda")
+
+
+def _skip_reasons(backends: list[str], kind: str) -> dict[str, str]:
+    reasons = {}
+    cuda = _cuda()
+    for backend in backends:
+        if backend == "tensorrt":
+            reasons[backend] = "the TensorRT runtime is not implemented in this version"
+        elif backend.startswith("torch") or backend == "cuda-graphs":
+            if not _torch_available():
+                reasons[backend] = "torch is not installed"
+            elif kind == "bundle":
+                reasons[backend] = "a bundle holds no PyTorch weights; bench the checkpoint it came from"
+            elif backend in ("torch-fp16", "cuda-graphs") and not cuda:
+                reasons[backend] = "needs a CUDA GPU (FP16 convolutions and CUDA graphs are GPU paths)"
+        elif backend == "onnxruntime":
+            import importlib.util
+
+            if importlib.util.find_spec("onnxruntime") is None:
+                reasons[backend] = "onnxruntime is not installed (pip install 'cicm-deploy[cpu]')"
+            elif kind == "checkpoint" and importlib.util.find_spec("onnx") is None:
+                reasons[backend] = "exporting the checkpoint needs the export extra"
+    return reasons
+
+
+def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes: list[int], warmup: int = 3,
+              iterations: int = 20, threads: int | None = None, progress: Callable[[str], None] = lambda m: None,
+              seed: int = 0) -> BenchReport:
+    from .images import from_nchw, pad_to_multiple
+
+    target = Path(target)
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(ALL_BACKENDS)}")
+    if not target.exists():
+        raise ValueError(f"{target} does not exist; expected a checkpoint (.pt) or a bundle directory")
+    kind = "bundle" if target.is_dir() else "checkpoint"
+    skipped = _skip_reasons(backends, kind)
+    runnable = [b for b in backends if b not in skipped]
+    if threads:
+        if _torch_available():
+            import torch
+
+            torch.set_num_threads(threads)
+    device = "CPU " + platform.machine()
+    if _cuda():
+        import torch
+
+        device = torch.cuda.get_device_name(0)
+    versions = {}
+    for name in ("cicm-deploy", "torch", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    report = BenchReport(str(target), device, datetime.datetime.now().isoformat(timespec="seconds"),
+                         threads or (__import__("os").cpu_count() or 1), versions, skipped=skipped)
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        cases: dict[str, _Case] = {}
+        stride = 8
+        for backend in runnable:
+            progress(f"preparing {backend}")
+            if backend == "onnxruntime":
+                from .runtimes.onnxruntime import OnnxRuntimeBackend
+
+                bundle = target
+                if kind == "checkpoint":
+                    from .export.bundle import export_bundle
+
+                    bundle = export_bundle(target, Path(tmp) / "bundle", check=False).path
+                runtime = OnnxRuntimeBackend(bundle, providers=None, threads=threads).load()
+                stride = runtime.bundle.stride
+                cases[backend] = _Case(runtime.run)
+            else:
+                from .checkpoint import load_model
+
+                model, _ = load_model(target)
+                stride = model.config.stride
+                cases[backend] = _torch_case(model, backend)
+        for size in sizes:
+            for batch in batches:
+                frames = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+                holes = np.zeros((batch, size, size), bool)
+                holes[:, size // 4: size // 2, size // 4: 3 * size // 4] = True
+                pre_times, post_times = [], []
+                feeds: dict[str, np.ndarray] = {}
+                for _ in range(max(3, min(iterations, 10))):
+                    begin = time.perf_counter()
+                    x = np.stack([pad_to_multiple(f, stride).transpose(2, 0, 1) for f in frames]).astype(np.float32) / 255
+                    m = np.stack([pad_to_multiple(h, stride)[None] for h in holes]).astype(np.float32)
+                    feeds = {"image": x, "mask": m}
+                    pre_times.append((time.perf_counter() - begin) * 1000)
+                    begin = time.perf_counter()
+                    _ = [from_nchw(x[i])[:size, :size] for i in range(batch)]
+                    post_times.append((time.perf_counter() - begin) * 1000)
+                for backend, case in cases.items():
+                    progress(f"{backend}: batch {batch}, {size}x{size}")
+                    device_peak = None
+                    if _cuda():
+                        import torch
+
+                        torch.cuda.reset_peak_memory_stats()
+                    for _ in range(warmup):
+                        case.call(feeds)
+                    times = [case.time_ms(feeds) for _ in range(iterations)]
+                    if _cuda():
+                        import torch
+
+                        device_peak = torch.cuda.max_memory_allocated() / 2**20
+                    latency = summarize(times)
+                    report.results.append(CaseResult(backend, batch, size, latency,
+                                                     batch / (latency["median"] / 1000) if latency["median"] else math.inf,
+                                                     statistics.median(pre_times), statistics.median(post_times),
+                                                     iterations, device_peak))
+    report.host_peak_rss_mib = _peak_rss_mib()
+    return report
+
+
+def write_bench(report: BenchReport, out: Path, plot: bool = False) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".json"), out.with_suffix(".md")]
+    paths[0].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    paths[1].write_text("# cicm-deploy bench\n\n" + "\n".join(report.markdown()) + "\n")
+    if plot:
+        paths.append(plot_latency(report, out.with_suffix(".png")))
+    return paths
+
+
+def plot_latency(report: BenchReport, path: Path) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    sizes = sorted({r.size for r in report.results})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        for backend in sorted({r.backend for r in report.results}):
+            rows = sorted((r.batch, r.latency_ms["median"]) for r in report.results if r.size == size and r.backend == backend)
+            if rows:
+                ax.plot([b for b, _ in rows], [t for _, t in rows], marker="o", label=backend)
+        ax.set_title(f"{size}x{size}")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("median latency (ms)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{Path(report.target).name} on {report.device}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

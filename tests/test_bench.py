@@ -1,0 +1,46 @@
+"""`cicm-deploy bench` on a CPU: structure and sanity of the report (no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from cicm_deploy.bench import run_bench
+from cicm_deploy.cli import cli
+
+
+def test_bench_checkpoint_reports_every_case_and_skips_with_reasons(routed_checkpoint):
+    report = run_bench(routed_checkpoint, ["torch", "onnxruntime", "torch-fp16", "cuda-graphs", "tensorrt"],
+                       [1, 2], [32], warmup=1, iterations=3)
+    cases = {(r.backend, r.batch, r.size) for r in report.results}
+    assert cases == {(b, n, 32) for b in ("torch", "onnxruntime") for n in (1, 2)}
+    for r in report.results:
+        lat = r.latency_ms
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"]
+        assert r.throughput_ips > 0 and r.pre_ms >= 0 and r.post_ms >= 0 and r.iterations == 3
+    assert set(report.skipped) == {"torch-fp16", "cuda-graphs", "tensorrt"}
+    assert all(report.skipped.values())
+    assert set(report.ratios()) == {("onnxruntime", 1, 32), ("onnxruntime", 2, 32)}
+    assert report.host_peak_rss_mib > 0
+
+
+def test_bench_cli_writes_json_markdown_and_plot(bundles, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli, ["bench", str(bundles("fp32", "onnx").path), "--backend", "torch,onnxruntime",
+                                      "--batch", "1", "--size", "32", "--iterations", "2", "-o", str(out), "--plot"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [r["backend"] for r in data["results"]] == ["onnxruntime"]
+    assert "bundle holds no PyTorch weights" in data["skipped"]["torch"]
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| onnxruntime | 1 | 32 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_user_errors(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path / "none.pt")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--batch", "x"])
+    assert result.exit_code == 2 and "comma-separated list of integers" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--backend", "tvm"])
+    assert result.exit_code == 2 and "unknown backends ['tvm']" in result.output
