@@ -186,6 +186,7 @@ class Trainer:
         self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=(config.beta1, 0.999))
         self.rng = np.random.default_rng(config.seed + 1000 * self.rank)
         self.step = 0
+        self.generalize = True  # context generalization after each step (off only to measure its cost)
         self.metrics: dict[str, Any] = {}
         self.on_log = on_log
         if resume:
@@ -273,7 +274,8 @@ class Trainer:
         self.g_opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.g_opt.step()
-        generalize_all_ranks(self.model, output, mask)
+        if self.generalize:
+            generalize_all_ranks(self.model, output, mask)
         self.step += 1
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["discriminator"] = float(d_loss.detach())

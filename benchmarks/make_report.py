@@ -1,0 +1,128 @@
+"""Regenerate benchmarks/README.md from the committed JSON results (never typed by hand).
+
+    python benchmarks/make_report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def section_bench(lines: list[str]) -> None:
+    data = load("bench")
+    lines += ["## `cicm-deploy bench` (CPU)", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    lines += [f"Target `{data['target']}`, {data['device']}, {data['date']}, {data['threads']} threads; "
+              + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
+              "Command: `cicm-deploy bench cicm_deploy/assets/models/default.pt --batch 1,4 --size 256,512 "
+              "-o benchmarks/results/bench --plot`", "",
+              "| backend | batch | size | median ms | p90 ms | p99 ms | images/s | pre ms | post ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for r in data["results"]:
+        lat = r["latency_ms"]
+        if r["backend"] == "torch":
+            base[(r["batch"], r["size"])] = lat["median"]
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['size']} | {lat['median']:.1f} | {lat['p90']:.1f} | "
+                     f"{lat['p99']:.1f} | {r['throughput_ips']:.1f} | {r['pre_ms']:.2f} | {r['post_ms']:.2f} |")
+    ratios = [(r["backend"], r["batch"], r["size"], base[(r["batch"], r["size"])] / r["latency_ms"]["median"])
+              for r in data["results"] if r["backend"] != "torch" and (r["batch"], r["size"]) in base]
+    if ratios:
+        lines += ["", "Speed-up over PyTorch eager in the same run: "
+                  + ", ".join(f"{b} batch {n} {s}²: {x:.2f}x" for b, n, s, x in ratios) + "."]
+    if data.get("skipped"):
+        lines += ["", "Skipped here: " + "; ".join(f"{k} ({v})" for k, v in data["skipped"].items()) + "."]
+    if (RESULTS / "bench.png").exists():
+        lines += ["", "![latency against batch and size](results/bench.png)"]
+    lines.append("")
+
+
+def section_ort(lines: list[str]) -> None:
+    data = load("ort_vs_torch")
+    lines += ["## onnxruntime CPU vs PyTorch CPU eager (target >= 1.5x)", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    ratio = data["speedup_onnxruntime_over_pytorch"]
+    lines += [f"{data['date']}, {data['device']}, {data['threads']} threads each, {data['model']}, batch "
+              f"{data['batch']}, {data['size']}x{data['size']}; command: `{data['command']}`.", "",
+              "| backend | median ms | p90 ms |", "|---|---|---|"]
+    for name, value in data["median_ms"].items():
+        lines.append(f"| {name} | {value:.1f} | {data['p90_ms'][name]:.1f} |")
+    lines += ["", f"onnxruntime is **{ratio:.2f}x** PyTorch eager: target {verdict(data['target_met'])}."]
+    ort_ops, torch_ops = data.get("onnxruntime_op_share_percent", {}), data.get("pytorch_op_share_percent", {})
+    if ort_ops:
+        lines += ["", "Profile (share of kernel time): onnxruntime "
+                  + ", ".join(f"{k} {v}%" for k, v in ort_ops.items()) + "; PyTorch "
+                  + ", ".join(f"{k} {v}%" for k, v in torch_ops.items()) + "."]
+    if not data["target_met"]:
+        conv = ort_ops.get("Conv", 0.0)
+        lines += ["", f"Why: {conv:.0f}% of onnxruntime's time is the 3x3 convolutions, which both runtimes run "
+                  "as vendor kernels (MLAS vs oneDNN) with no fusion left to find; what onnxruntime saves is "
+                  "the per-op overhead and the LeakyReLU/concat passes PyTorch eager runs separately, a "
+                  f"{(1 - 1 / ratio) * 100:.0f}% cut. Next step: INT8 or FP16 convolutions are the lever on "
+                  "CPU, not the runtime; on the deployment targets the same graph runs in TensorRT."]
+    lines.append("")
+
+
+def section_train(lines: list[str]) -> None:
+    data = load("train_cost")
+    lines += ["## Training: cost of the memory update (target <= 10 % of a step)", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    med = data["median_step_ms"]
+    lines += [f"{data['date']}, {data['device']}, {data['threads']} threads, preset `{data['preset']}`, batch "
+              f"{data['batch']}, {data['crop']}² crops; command: `{data['command']}`.", "",
+              f"Step {med['with_update']:.0f} ms with context generalization, {med['without_update']:.0f} ms "
+              f"without: the update is **{100 * data['memory_update_share']:.1f} %** of a step, target "
+              f"{verdict(data['target_met'])}.", ""]
+
+
+def section_memory(lines: list[str]) -> None:
+    data = load("memory_growth")
+    lines += ["## Memory magnitude: additive (Eq. 2) vs bounded update", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    rows = {r["rule"]: r for r in data["results"]}
+    lines += [f"{data['date']}, {data['device']}, preset `{data['preset']}`, {data['steps']} batches of "
+              f"{data['batch']}; command: `{data['command']}`.", "",
+              "| rule | max abs memory | max abs score F.C |", "|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['memory_max_abs']:.4g} | {r['score_max_abs']:.4g} |")
+    lines.append("")
+
+
+def main() -> None:
+    lines = ["# Benchmarks", "",
+             "Generated by `python benchmarks/make_report.py` from the JSON files in `results/`; each "
+             "section names the command that produced its figures. Comparisons are ratios measured in "
+             "one run, because these machines are noisy.", "",
+             "**GPU figures are missing**: no GPU was available when these were measured. The GPU "
+             "comparisons (PyTorch eager FP32 vs FP16 vs torch.compile vs CUDA graphs, the fused CICM "
+             "kernel vs the eager block, whole-model latency on an H100-class GPU) are not measured yet; "
+             "the CPU results stand alone.", ""]
+    for section in (section_bench, section_ort, section_train, section_memory):
+        section(lines)
+    (HERE / "README.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {HERE / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
