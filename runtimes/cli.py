@@ -86,3 +86,55 @@ def parity(bundle: Path, backend: str, providers: tuple[str, ...], json_path: Pa
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.passed:
         raise click.ClickException(f"{bundle} fails parity on {backend}")
+
+
+def _shape(value: str | None, what: str) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        b, h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{what} {value!r} is not BxHxW (e.g. 1x256x256)") from None
+    return b, h, w
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Engine file to write; a JSON sidecar is written beside it.")
+@click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
+              help="CICMAugment plugin library (runtimes/plugin, built with CMake); default: the Python plugin.")
+@click.option("--min-shape", help="Smallest input, BxHxW (default 1x64x64).")
+@click.option("--opt-shape", help="Input to optimize for, BxHxW (default 1x256x256).")
+@click.option("--max-shape", help="Largest input, BxHxW (default 4x1024x1024).")
+@click.option("--workspace", "workspace_mb", type=int, help="Workspace memory limit in MiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Timing cache to read and update (faster rebuilds).")
+@click.option("--rtx", is_flag=True, help="Use TensorRT for RTX (module tensorrt_rtx) instead of TensorRT.")
+@click.option("--sm", help="With --rtx: the compute capability to build for ahead of time (e.g. 86, 89, 120).")
+def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None, opt_shape: str | None,
+          max_shape: str | None, workspace_mb: int | None, timing_cache: Path | None, rtx: bool, sm: str | None) -> None:
+    """Build a TensorRT engine from a bundle, on the target (Jetson or desktop GPU).
+
+    The network is strongly typed: an FP16 bundle gives FP16 convolutions and FP32 routing with
+    no precision flags. A plugin-routed bundle needs the CICMAugment plugin: the C++ library
+    (--plugin) or, by default, the Python plugin (which calls the compiled kernel at run time).
+    Dynamic batch/height/width get one optimization profile. A JSON sidecar beside the engine
+    records TensorRT, GPU, plugin and bundle so a mismatched engine is refused clearly.
+    """
+    def go() -> dict:
+        from .tensorrt_build import EngineBuildError, build_engine
+
+        try:
+            return build_engine(bundle, output, rtx=rtx, sm=sm, plugin=plugin, workspace_mb=workspace_mb,
+                                timing_cache=timing_cache, min_shape=_shape(min_shape, "--min-shape"),
+                                opt_shape=_shape(opt_shape, "--opt-shape"), max_shape=_shape(max_shape, "--max-shape"),
+                                progress=lambda message: click.echo(f"  {message}", err=True))
+        except EngineBuildError as exc:
+            raise UserError(str(exc)) from None
+
+    sidecar = user_errors(go)
+    target = sidecar["gpu"]["name"] if sidecar["gpu"] else f"compute capability {sidecar['target_compute_capability']}"
+    click.echo(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) with {sidecar['tensorrt_module']} "
+               f"{sidecar['tensorrt_version']} for {target}; {sidecar['precision']}, routing {sidecar['routing']}, "
+               f"profile min {sidecar['profile']['min']} opt {sidecar['profile']['opt']} max {sidecar['profile']['max']}")

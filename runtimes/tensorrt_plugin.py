@@ -1,0 +1,153 @@
+"""CICMAugment as a TensorRT plugin written in Python (IPluginV3), for TensorRT and TensorRT for RTX.
+
+Same contract as the C++ plugin (``runtimes/plugin/``): build-time logic (output shapes and
+types, linear FP32/FP16 formats) lives here; at run time ``enqueue`` calls the compiled CUDA
+kernel (``cicm_augment_launch``, from the C++ plugin library or a kernel library built with
+nvcc) through ctypes on TensorRT's stream. It lets an engine be built where the C++ plugin is
+not compiled (CI builds engines with it), and serves as a fallback at run time. Deploy the C++
+library where you can: it needs no Python interpreter in the inference loop and no GIL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.environment import plugin_search_paths
+
+KERNEL_ENV_VAR = "CICM_KERNEL_LIBRARY"
+_registered: set[str] = set()
+
+
+def find_kernel_library() -> Path | None:
+    """A shared library exporting ``cicm_augment_launch``: $CICM_KERNEL_LIBRARY or the plugin library."""
+    candidates = [Path(os.environ[KERNEL_ENV_VAR])] if os.environ.get(KERNEL_ENV_VAR) else []
+    candidates += plugin_search_paths()
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _launcher() -> Any:
+    path = find_kernel_library()
+    if path is None:
+        raise RuntimeError(f"CICMAugment: no CUDA kernel library found (set {KERNEL_ENV_VAR} or build the plugin "
+                           "library with CMake in runtimes/plugin)")
+    lib = ctypes.CDLL(str(path))
+    fn = lib.cicm_augment_launch
+    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def make_plugin_classes(trt: Any) -> tuple[type, type]:
+    """The plugin and creator classes, bound to the given TensorRT module (tensorrt or tensorrt_rtx)."""
+
+    class CICMAugmentPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
+        def __init__(self, top_k: int = 0) -> None:
+            trt.IPluginV3.__init__(self)
+            trt.IPluginV3OneCore.__init__(self)
+            trt.IPluginV3OneBuild.__init__(self)
+            trt.IPluginV3OneRuntime.__init__(self)
+            self.plugin_name = CICM_AUGMENT.name
+            self.plugin_version = CICM_AUGMENT.version
+            self.plugin_namespace = CICM_AUGMENT.namespace
+            self.num_outputs = 2
+            self.top_k = int(top_k)
+            self.dims: tuple[int, ...] = ()
+            self.table: tuple[int, int] = (0, 0)  # L, K
+            self.launch = None
+
+        def get_capability_interface(self, kind: Any) -> Any:
+            return self
+
+        def clone(self) -> Any:
+            copy = CICMAugmentPlugin(self.top_k)
+            copy.dims, copy.table = self.dims, self.table
+            return copy
+
+        # -- build ------------------------------------------------------------------------------
+        def get_output_data_types(self, input_types: list[Any]) -> list[Any]:
+            return [input_types[0], trt.DataType.INT32]
+
+        def get_output_shapes(self, inputs: list[Any], shape_inputs: list[Any], builder: Any) -> list[Any]:
+            features = inputs[0]
+            route = trt.DimsExprs(3)
+            route[0], route[1], route[2] = features[0], features[2], features[3]
+            return [trt.DimsExprs(features), route]
+
+        def supports_format_combination(self, pos: int, in_out: list[Any], num_inputs: int) -> bool:
+            desc = in_out[pos].desc
+            if desc.format != trt.TensorFormat.LINEAR:
+                return False
+            if pos == 0:
+                return desc.type in (trt.DataType.FLOAT, trt.DataType.HALF)
+            if pos in (1, 4):  # gamma and augmented follow the features' type
+                return desc.type == in_out[0].desc.type
+            if pos in (2, 3):  # anchors, sets
+                return desc.type == trt.DataType.FLOAT
+            return desc.type == trt.DataType.INT32  # route
+
+        def configure_plugin(self, inputs: list[Any], outputs: list[Any]) -> None:
+            pass
+
+        def get_workspace_size(self, inputs: list[Any], outputs: list[Any]) -> int:
+            return 0
+
+        # -- runtime ----------------------------------------------------------------------------
+        def on_shape_change(self, inputs: list[Any], outputs: list[Any]) -> None:
+            self.dims = tuple(inputs[0].dims)
+            sets = tuple(inputs[3].dims)
+            self.table = (sets[0], sets[1])
+
+        def attach_to_context(self, context: Any) -> Any:
+            return self.clone()
+
+        def get_fields_to_serialize(self) -> Any:
+            return trt.PluginFieldCollection([
+                trt.PluginField("top_k", np.array([self.top_k], dtype=np.int32), trt.PluginFieldType.INT32)])
+
+        def enqueue(self, input_desc: list[Any], output_desc: list[Any], inputs: list[int], outputs: list[int],
+                    workspace: int, stream: int) -> None:
+            if self.launch is None:
+                self.launch = _launcher()
+            b, c, h, w = self.dims
+            dtype = 0 if input_desc[0].type == trt.DataType.FLOAT else 1
+            status = self.launch(inputs[0], inputs[1], inputs[2], inputs[3], outputs[0], outputs[1], b, c, h, w,
+                                 self.table[0], self.table[1], self.top_k, dtype, stream)
+            if status != 0:
+                raise RuntimeError(f"cicm_augment_launch failed with status {status}")
+
+    class CICMAugmentCreator(trt.IPluginCreatorV3One):
+        def __init__(self) -> None:
+            trt.IPluginCreatorV3One.__init__(self)
+            self.name = CICM_AUGMENT.name
+            self.plugin_namespace = CICM_AUGMENT.namespace
+            self.plugin_version = CICM_AUGMENT.version
+            self.field_names = trt.PluginFieldCollection(
+                [trt.PluginField("top_k", np.array([]), trt.PluginFieldType.INT32)])
+
+        def create_plugin(self, name: str, fields: Any, phase: Any) -> Any:
+            top_k = 0
+            for field in fields:
+                if field.name == "top_k":
+                    top_k = int(np.asarray(field.data).ravel()[0])
+            return CICMAugmentPlugin(top_k)
+
+    return CICMAugmentPlugin, CICMAugmentCreator
+
+
+def register_python_plugin(trt: Any) -> None:
+    """Register the Python creator with this TensorRT module's plugin registry (once per module)."""
+    if trt.__name__ in _registered:
+        return
+    _, creator = make_plugin_classes(trt)
+    instance = creator()
+    registry = trt.get_plugin_registry()
+    if not registry.register_creator(instance, CICM_AUGMENT.namespace):
+        raise RuntimeError("TensorRT refused to register the CICMAugment creator")
+    _registered.add(trt.__name__)
+    register_python_plugin.creator = instance  # keep the Python object alive as long as the registry uses it
