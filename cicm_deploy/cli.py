@@ -99,18 +99,24 @@ def init(output: Path, preset: str, seed: int, force: bool) -> None:
               help="Run a checkpoint with PyTorch (written by `cicm-deploy train` or `init`).")
 @click.option("--bundle", type=click.Path(path_type=Path),
               help="Run an export bundle with onnxruntime (no PyTorch needed).")
+@click.option("--engine", type=click.Path(path_type=Path),
+              help="Run a TensorRT engine built by `cicm-deploy build` (no PyTorch needed).")
+@click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --engine: the CICMAugment plugin library it was built with.")
 @click.option("--mask-invert", is_flag=True, help="Treat black mask pixels as the hole.")
 @click.option("--device", default="auto", show_default=True, help="PyTorch device: auto, cpu, cuda or cuda:N.")
 def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bundle: Path | None,
-            mask_invert: bool, device: str) -> None:
-    """Inpaint one image with a checkpoint (PyTorch) or an export bundle (onnxruntime).
+            engine: Path | None, plugin: Path | None, mask_invert: bool, device: str) -> None:
+    """Inpaint one image with a checkpoint (PyTorch), a bundle (onnxruntime) or an engine (TensorRT).
 
     IMAGE is any RGB or grayscale photo; MASK an image of the same size whose white pixels mark
     the hole. Any size works (the image is padded to the network stride and cropped back), and
-    pixels outside the hole are written unchanged. Give exactly one of --checkpoint or --bundle.
+    pixels outside the hole are written unchanged. Give exactly one of --checkpoint, --bundle or
+    --engine.
     """
-    if (checkpoint is None) == (bundle is None):
-        raise UserError("give exactly one of --checkpoint CKPT (PyTorch) or --bundle DIR (onnxruntime)")
+    if sum(x is not None for x in (checkpoint, bundle, engine)) != 1:
+        raise UserError("give exactly one of --checkpoint CKPT (PyTorch), --bundle DIR (onnxruntime) or "
+                        "--engine FILE (TensorRT)")
     if checkpoint is not None:
         require_torch("inpaint --checkpoint")
 
@@ -120,12 +126,12 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
         rgb = load_image(image)
         hole = load_mask(mask, invert=mask_invert)
         check_same_size(rgb, hole)
-        if bundle is not None:
-            from .runtimes.onnxruntime import OnnxRuntimeBackend
+        if bundle is not None or engine is not None:
+            from .runtimes.factory import open_runtime
 
-            with OnnxRuntimeBackend(bundle) as runtime:
+            with open_runtime(engine or bundle, plugin=plugin) as runtime:
                 result = runtime.infer(rgb, hole)
-                where = f"{bundle} on {runtime.describe()['device']}"
+                where = f"{engine or bundle} on {runtime.describe()['device']}"
         else:
             from .checkpoint import load_model
             from .predict import inpaint_array, pick_device

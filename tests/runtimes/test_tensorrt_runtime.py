@@ -1,0 +1,120 @@
+"""The TensorRT runtime: its checks against this machine run before the GPU is touched, so every
+mismatch is one clear error; real inference needs a GPU and TensorRT (marked `trt`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cicm_deploy.cli import cli
+from cicm_deploy.runtimes.base import BackendUnavailableError
+from cicm_deploy.runtimes.tensorrt import EngineMismatchError, TensorRTBackend
+
+needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                               reason="TensorRT for RTX is not installed (pip install 'cicm-deploy[rtx]')")
+
+
+@pytest.fixture(scope="module")
+def rtx_engine(bundles, tmp_path_factory):
+    engine = tmp_path_factory.mktemp("engine") / "model.engine"
+    script = Path(sys.executable).parent / "cicm-deploy"
+    done = subprocess.run([str(script), "build", str(bundles("fp16", "onnx").path), "-o", str(engine), "--rtx",
+                           "--sm", "86", "--max-shape", "2x256x256"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return engine
+
+
+def copy_engine(engine: Path, tmp_path: Path) -> Path:
+    target = tmp_path / engine.name
+    shutil.copy(engine, target)
+    shutil.copy(engine.with_name(engine.name + ".json"), target.with_name(target.name + ".json"))
+    return target
+
+
+def edit_sidecar(engine: Path, **changes) -> None:
+    path = engine.with_name(engine.name + ".json")
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@needs_rtx
+def test_no_gpu_is_a_clear_error(rtx_engine):
+    runtime = TensorRTBackend(rtx_engine)
+    assert runtime.bundle.precision == "fp16"
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU is visible"):
+        runtime.load()
+
+
+@needs_rtx
+@pytest.mark.parametrize("damage,message", [
+    ("version", "was built with tensorrt_rtx 0.9; this machine has tensorrt_rtx"),
+    ("bytes", "does not match its sidecar"),
+])
+def test_engine_mismatches(rtx_engine, tmp_path, damage, message):
+    engine = copy_engine(rtx_engine, tmp_path)
+    if damage == "version":
+        edit_sidecar(engine, tensorrt_version="0.9")
+    elif damage == "bytes":
+        with open(engine, "ab") as handle:
+            handle.write(b"0")
+    with pytest.raises(EngineMismatchError, match=message):
+        TensorRTBackend(engine).load()
+
+
+@needs_rtx
+def test_engine_from_another_bundle(rtx_engine, bundles, tmp_path):
+    engine = copy_engine(rtx_engine, tmp_path)
+    with pytest.raises(EngineMismatchError, match="built from another bundle"):
+        TensorRTBackend(engine, bundle=bundles("fp32", "onnx").path)
+
+
+def test_missing_engine_and_sidecar(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="does not exist"):
+        TensorRTBackend(tmp_path / "none.engine")
+    (tmp_path / "x.engine").write_bytes(b"engine")
+    with pytest.raises(BackendUnavailableError, match="has no sidecar"):
+        TensorRTBackend(tmp_path / "x.engine")
+
+
+@needs_rtx
+def test_cli_engine_paths_fail_cleanly_without_gpu(rtx_engine, bundles, tmp_path, photo, hole):
+    from cicm_deploy.images import save_image, save_mask
+
+    image, mask = save_image(tmp_path / "p.png", photo), save_mask(tmp_path / "m.png", hole)
+    bundle = str(bundles("fp16", "onnx").path)
+    for args in (["parity", bundle, "--backend", "tensorrt", "--engine", str(rtx_engine)],
+                 ["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png"), "--engine", str(rtx_engine)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "no CUDA GPU is visible" in result.output, result.output
+    assert not (tmp_path / "o.png").exists()
+    result = CliRunner().invoke(cli, ["parity", bundle, "--backend", "tensorrt"])
+    assert result.exit_code == 2 and "needs --engine" in result.output
+
+
+@pytest.mark.trt
+def test_tensorrt_parity_on_gpu(bundles, tmp_path):
+    """On a machine with a GPU and TensorRT: build an engine per routing mode and pass parity."""
+    from cicm_deploy.runtimes.parity import check_parity
+    from cicm_deploy.runtimes.tensorrt_build import build_engine
+
+    from cicm_deploy.runtimes.tensorrt_plugin import find_kernel_library
+
+    cases = [("fp32", "onnx"), ("fp16", "onnx")]
+    if find_kernel_library() is not None:  # the plugin needs the compiled CUDA kernel (runtimes/plugin)
+        cases.append(("fp16", "plugin"))
+    for precision, routing in cases:
+        engine = tmp_path / f"{precision}_{routing}.engine"
+        build_engine(bundles(precision, routing).path, engine, max_shape=(8, 256, 256))
+        with TensorRTBackend(engine) as runtime:
+            report = check_parity(runtime)
+        assert report.passed, "\n".join(report.lines())
+        assert np.isfinite([o.max_abs for o in report.outputs]).all()
