@@ -29,9 +29,10 @@ Decisions the paper leaves open, made here (DESIGN §2):
   corrupted region (larger gamma) gets *more* context, and "w/o ratio" (gamma = 1) means full
   context. The default ``gamma_convention="described"`` follows the text: R = (1 - gamma) F +
   gamma ctx; "printed" follows the formula. ``ratio="none"`` always uses full context.
-* **Similarity losses.** L_inter (mean over l != o) and L_intra (mean over l, k) are computed on
-  cosine similarities by default: raw dot products are unbounded, so maximizing L_intra would
-  inflate the memory's magnitude. ``similarity_loss="dot"`` keeps Eq. 8's dot products.
+* **Similarity losses.** L_inter (sum over l != o) and L_intra (sum over l, k), Eq. 8's sums,
+  are computed on cosine similarities by default: raw dot products are unbounded, so maximizing
+  L_intra would inflate the memory's magnitude. ``similarity_loss="dot"`` keeps Eq. 8's dot
+  products. (l = o is left out of L_inter: it would only measure each anchor's own norm.)
 * Scores, argmax and softmax always run in FP32, whatever the autocast state.
 """
 
@@ -227,8 +228,8 @@ class ContextMemory(nn.Module):
     def similarity_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_inter, L_intra) of Eq. 8: minimize the first, maximize the second.
 
-        L_inter is the mean similarity over anchor pairs l != o (l = o would only measure each
-        anchor's own norm); L_intra the mean similarity between each anchor and its set's vectors.
+        L_inter sums the similarity over anchor pairs l != o (l = o would only measure each
+        anchor's own norm); L_intra sums the similarity between each anchor and its set's vectors.
         Ablation modes without anchors or sets give zero for the missing term.
         """
         anchors, sets = self.anchors, self.sets
@@ -239,11 +240,11 @@ class ContextMemory(nn.Module):
         num = anchors.shape[0]
         if num > 1:
             gram = anchors @ anchors.t()
-            inter = (gram.sum() - gram.diagonal().sum()) / (num * (num - 1))
+            inter = gram.sum() - gram.diagonal().sum()
         else:
             inter = zero
         if num > 0 and sets.shape[1] > 0:
-            intra = torch.einsum("lc,lkc->lk", anchors, sets).mean()
+            intra = torch.einsum("lc,lkc->lk", anchors, sets).sum()
         else:
             intra = zero
         return inter, intra

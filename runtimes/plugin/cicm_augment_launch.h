@@ -4,8 +4,9 @@
 // rest of that header is also compiled by plain C++ compilers (the host library). The TensorRT
 // plugin is a .cpp compiled by the host compiler, so it takes the declaration from here, with
 // cudaStream_t from the CUDA runtime headers. cicm_augment_abi_check.cu includes both headers in
-// one nvcc translation unit: if the two declarations ever differ, that file fails to compile
-// ("conflicting declaration of C function"), so the copy cannot drift silently.
+// one nvcc translation unit: if the two declarations ever differ, that file fails to compile (nvcc:
+// 'more than one instance of overloaded function "cicm_augment_launch" has "C" linkage'), so the
+// copy cannot drift silently.
 #pragma once
 
 #include <cuda_runtime_api.h>

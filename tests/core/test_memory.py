@@ -69,11 +69,11 @@ def test_similarity_losses_hand_computed():
     memory = hand_memory(similarity_loss="dot")
     inter, intra = (t.detach() for t in memory.similarity_losses())
     assert float(inter) == pytest.approx(0.0)  # orthogonal anchors
-    # A0.C00 = 1, A0.C01 = 0, A1.C10 = 1, A1.C11 = 2 -> mean 1
-    assert float(intra) == pytest.approx(1.0)
+    # A0.C00 = 1, A0.C01 = 0, A1.C10 = 1, A1.C11 = 2 -> sum 4
+    assert float(intra) == pytest.approx(4.0)
     cosine = hand_memory(similarity_loss="cosine")
     _, intra_cos = (t.detach() for t in cosine.similarity_losses())
-    assert float(intra_cos) == pytest.approx((1 + 0 + 1 + 1) / 4)  # zero vector: cosine 0
+    assert float(intra_cos) == pytest.approx(1 + 0 + 1 + 1)  # zero vector: cosine 0
 
 
 def test_argmax_ties_take_the_first_set_like_torch():

@@ -1,0 +1,137 @@
+"""The plugin's CMake project (runtimes/plugin/CMakeLists.txt) on a machine with cmake and a C++
+compiler but no TensorRT and no GPU: the host-only build produces the host library, a missing
+TensorRT stops the configure with the documented message, and CMake reads the op's name, version
+and namespace exactly as cicm_deploy.custom_op defines them. No torch."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.runtimes.kernel_host import LIBRARY_NAME, HostKernel
+from cicm_deploy.runtimes.reference_op import cicm_augment
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "plugin"
+CUSTOM_OP_PY = PLUGIN_DIR.parent.parent / "cicm_deploy" / "custom_op.py"
+CMAKE = shutil.which("cmake")
+CXX = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+# The status line CMakeLists.txt prints after reading custom_op.py.
+OP_LINE = re.compile(r'CICM op: name="([^"]*)" version="([^"]*)" namespace="([^"]*)"')
+
+pytestmark = pytest.mark.skipif(CMAKE is None, reason="cmake is not installed (the plugin build tests need it)")
+
+
+def configure(source: Path, build: Path, *options: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TensorRT_ROOT", "CUDAARCHS")}
+    return subprocess.run([CMAKE, "-S", str(source), "-B", str(build), *options], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+def flat(done: subprocess.CompletedProcess) -> str:
+    """stdout + stderr with whitespace collapsed: CMake re-wraps the first paragraph of a message."""
+    return " ".join((done.stdout + done.stderr).split())
+
+
+def op_from(done: subprocess.CompletedProcess) -> tuple[str, str, str]:
+    match = OP_LINE.search(done.stdout)
+    assert match, f"no 'CICM op: ...' line in the configure output:\n{done.stdout}\n{done.stderr}"
+    return match.groups()
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    if CXX is None:
+        pytest.skip("no C++ compiler (c++, g++ or clang++, or $CXX) to build the host library")
+    build = tmp_path_factory.mktemp("plugin-host")
+    configured = configure(PLUGIN_DIR, build, "-DCICM_HOST_ONLY=ON")
+    assert configured.returncode == 0, f"host-only configure failed:\n{configured.stdout}\n{configured.stderr}"
+    built = subprocess.run([CMAKE, "--build", str(build)], capture_output=True, text=True, timeout=120, check=False)
+    assert built.returncode == 0, f"host-only build failed:\n{built.stdout}\n{built.stderr}"
+    return build, configured
+
+
+def test_host_only_build_makes_a_working_host_library(host_build, rng):
+    build, configured = host_build
+    library = build / LIBRARY_NAME
+    assert library.is_file(), f"{LIBRARY_NAME} not in {sorted(p.name for p in build.iterdir())}"
+    assert "CICM_HOST_ONLY=ON" in configured.stdout
+    assert "-- TensorRT" not in configured.stdout and "CUDA compiler" not in configured.stdout  # not looked for
+    # the CMake-built library has the ABI kernel_host binds and computes what the reference op does
+    features = rng.standard_normal((1, 8, 3, 4)).astype(np.float32)
+    gamma = rng.random((1, 1, 3, 4)).astype(np.float32)
+    anchors = rng.standard_normal((5, 8)).astype(np.float32)
+    sets = rng.standard_normal((5, 6, 8)).astype(np.float32)
+    out, route = HostKernel(library).augment(features, gamma, anchors, sets, top_k=2)
+    ref_out, ref_route = cicm_augment(features, gamma, anchors, sets, top_k=2)
+    assert np.array_equal(route, ref_route)
+    assert np.abs(out - ref_out).max() <= 1e-5
+
+
+def test_cmake_reads_the_op_constant_of_the_python_package(host_build):
+    _, configured = host_build
+    assert op_from(configured) == (CICM_AUGMENT.name, CICM_AUGMENT.version, CICM_AUGMENT.namespace)
+
+
+def test_configure_without_tensorrt_fails_with_the_fix(tmp_path):
+    # An explicit, empty TensorRT_ROOT is the only place searched, so this holds on any machine.
+    empty_root = tmp_path / "no-tensorrt"
+    empty_root.mkdir()
+    done = configure(PLUGIN_DIR, tmp_path / "build", f"-DTensorRT_ROOT={empty_root}")
+    assert done.returncode != 0
+    text = flat(done)
+    assert "TensorRT not found" in text
+    assert "header NvInfer.h -> NOT FOUND" in text and "library nvinfer (libnvinfer.so) -> NOT FOUND" in text
+    assert f"TensorRT_ROOT={empty_root}" in text
+    for fix in ("libnvinfer-dev", "-DTensorRT_ROOT=/path/to/TensorRT-10.x", "-DCICM_HOST_ONLY=ON"):
+        assert fix in text, f"the message does not name the fix {fix!r}:\n{done.stderr}"
+
+
+def test_configure_on_standard_paths_without_tensorrt_fails(tmp_path):
+    standard = [Path(p) / "NvInfer.h" for p in ("/usr/include", "/usr/include/x86_64-linux-gnu",
+                                                 "/usr/include/aarch64-linux-gnu", "/usr/local/TensorRT/include",
+                                                 "/opt/tensorrt/include", "/usr/local/include")]
+    if any(p.exists() for p in standard):
+        pytest.skip("TensorRT headers are installed on this machine's standard paths")
+    done = configure(PLUGIN_DIR, tmp_path / "build")
+    assert done.returncode != 0
+    assert "TensorRT not found" in flat(done) and "no TensorRT_ROOT was given" in flat(done)
+
+
+def copy_tree_with_op(tmp_path: Path, custom_op_text: str) -> Path:
+    """A minimal source tree: the plugin folder next to a custom_op.py with the given text."""
+    plugin = tmp_path / "src" / "runtimes" / "plugin"
+    plugin.mkdir(parents=True)
+    for name in ("CMakeLists.txt", "cicm_augment_host.cpp", "cicm_augment_kernel.cuh"):
+        shutil.copy(PLUGIN_DIR / name, plugin / name)
+    (tmp_path / "src" / "cicm_deploy").mkdir()
+    (tmp_path / "src" / "cicm_deploy" / "custom_op.py").write_text(custom_op_text)
+    return plugin
+
+
+def test_op_parsing_follows_edits_to_custom_op_py(tmp_path):
+    # Another name, version and namespace, single quotes and odd spacing: CMake must follow the file,
+    # and must not take opset_version for version.
+    text = CUSTOM_OP_PY.read_text()
+    block = text[text.index("CICM_AUGMENT = CustomOpSpec("):]
+    edited = (block.replace(f'name="{CICM_AUGMENT.name}"', "name = 'OtherOp'")
+              .replace(f'version="{CICM_AUGMENT.version}"', "version='7'")
+              .replace(f'namespace="{CICM_AUGMENT.namespace}"', 'namespace="cicm"'))
+    assert edited != block, "custom_op.py no longer spells the fields as this test expects; update the test"
+    plugin = copy_tree_with_op(tmp_path, text.replace(block, edited))
+    done = configure(plugin, tmp_path / "build", "-DCICM_HOST_ONLY=ON")
+    assert done.returncode == 0, done.stderr
+    assert op_from(done) == ("OtherOp", "7", "cicm")
+
+
+def test_unreadable_op_definition_fails_clearly(tmp_path):
+    plugin = copy_tree_with_op(tmp_path, "CICM_AUGMENT = CustomOpSpec(\n    name=NAME_FROM_ELSEWHERE,\n)\n")
+    done = configure(plugin, tmp_path / "build", "-DCICM_HOST_ONLY=ON")
+    assert done.returncode != 0
+    assert 'could not read name="..." from the CICM_AUGMENT block' in flat(done)
