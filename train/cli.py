@@ -168,13 +168,14 @@ def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_frac
         result["setup"] = {"data": str(data_dir), "split": split, "val_fraction": val_fraction, "size": size,
                            "per_bin": per_bin, "images": sorted(set(data.sources)),
                            "targets": {n: str(t) for n, t in zip(methods, targets)}}
-        notes = [f"{len(data.images)} evaluations ({per_bin} per bin) on center crops {size}x{size} of "
-                 f"{len(set(data.sources))} photos of the {split} split of `{data_dir}`."]
-        json_path, md_path = write_report(result, out, "Inpainting quality", notes)
         step = max(1, len(data.images) // max(examples, 1))
         grid = example_grid(methods, data, list(range(0, len(data.images), step))[:examples],
                             out.with_name(out.name + "_examples.png"))
-        for line in md_path.read_text().splitlines()[2:-2]:
+        notes = [f"{len(data.images)} evaluations ({per_bin} per bin) on center crops {size}x{size} of "
+                 f"{len(set(data.sources))} photos of the {split} split of `{data_dir}` (each photo paired with "
+                 "several masks). Examples: input, mask, each method, ground truth:", "", f"![examples]({grid.name})"]
+        json_path, md_path = write_report(result, out, "Inpainting quality", notes)
+        for line in md_path.read_text().splitlines()[2:-1]:
             click.echo(line)
         click.echo(f"wrote {json_path}, {md_path}, {grid}")
 

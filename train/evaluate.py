@@ -154,10 +154,28 @@ def example_grid(methods: dict[str, Predictor], data: EvalSet, indices: list[int
     return path
 
 
+def comparison_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The first method against each other one, per bin, in PSNR: where it does not win, by how much."""
+    names = list(summary)
+    if len(names) < 2:
+        return []
+    first = names[0]
+    bins = [b for b in BIN_NAMES if b in summary[first]]
+    lines = [f"{first} against each other method (PSNR difference, dB; positive = {first} better):", ""]
+    for other in names[1:]:
+        diffs = {b: summary[first][b]["psnr"] - summary[other][b]["psnr"] for b in bins if b in summary[other]}
+        cells = ", ".join(f"{b}: {d:+.2f}" for b, d in diffs.items())
+        losses = [f"{b} (by {-d:.2f} dB)" for b, d in diffs.items() if d <= 0]
+        verdict = f"{first} does not beat {other} in " + ", ".join(losses) if losses else f"{first} beats {other} in every bin"
+        lines.append(f"- vs {other}: {cells}. {verdict}.")
+    return lines + [""]
+
+
 def write_report(result: dict[str, Any], out: Path, title: str, notes: list[str]) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
     json_path.write_text(json.dumps({k: v for k, v in result.items()}, indent=2, default=float) + "\n")
-    lines = [f"# {title}", "", *notes, "", *markdown_table(result["summary"]), "", f"Conventions: {result['convention']}"]
+    lines = [f"# {title}", "", *notes, "", *markdown_table(result["summary"]), "",
+             *comparison_lines(result["summary"]), f"Conventions: {result['convention']}"]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path

@@ -94,3 +94,12 @@ def test_demo_with_a_checkpoint(tmp_path, routed_checkpoint):
     assert "PSNR" in result.output
     width, height = Image.open(out).size
     assert width == 3 * 512 and height == 384
+
+
+def test_comparison_lines_say_where_the_first_method_loses():
+    from cicm_deploy.train.evaluate import comparison_lines
+
+    summary = {"A": {"0-20%": {"psnr": 30.0}, "20-40%": {"psnr": 25.0}},
+               "B": {"0-20%": {"psnr": 29.5}, "20-40%": {"psnr": 25.5}}}
+    text = "\n".join(comparison_lines(summary))
+    assert "0-20%: +0.50" in text and "A does not beat B in 20-40% (by 0.50 dB)" in text
