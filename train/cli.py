@@ -143,8 +143,11 @@ def _predictor(target: Path) -> tuple[str, Any]:
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports/quality"), show_default=True,
               help="Report path without suffix: writes .json, .md and _examples.png.")
 @click.option("--examples", default=4, show_default=True, help="Rows in the example grid.")
+@click.option("--title", default="Inpainting quality", show_default=True, help="Report title.")
+@click.option("--note", "extra_notes", multiple=True, help="A paragraph to add to the report (repeatable).")
 def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_fraction: float, size: int, per_bin: int,
-                 baselines: bool, names: tuple[str, ...], out: Path, examples: int) -> None:
+                 baselines: bool, names: tuple[str, ...], out: Path, examples: int, title: str,
+                 extra_notes: tuple[str, ...]) -> None:
     """Measure PSNR, SSIM and L1 per hole-ratio bin for checkpoints or bundles.
 
     Each TARGET is a checkpoint (run with PyTorch) or a bundle directory (onnxruntime). The
@@ -174,7 +177,8 @@ def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_frac
         notes = [f"{len(data.images)} evaluations ({per_bin} per bin) on center crops {size}x{size} of "
                  f"{len(set(data.sources))} photos of the {split} split of `{data_dir}` (each photo paired with "
                  "several masks). Examples: input, mask, each method, ground truth:", "", f"![examples]({grid.name})"]
-        json_path, md_path = write_report(result, out, "Inpainting quality", notes)
+        notes = [*[line for note in extra_notes for line in (note, "")], *notes]
+        json_path, md_path = write_report(result, out, title, notes)
         for line in md_path.read_text().splitlines()[2:-1]:
             click.echo(line)
         click.echo(f"wrote {json_path}, {md_path}, {grid}")
