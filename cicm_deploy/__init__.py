@@ -13,4 +13,12 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["Inpainter", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import cicm_deploy` stays light
+    if name == "Inpainter":
+        from .inpainter import Inpainter
+
+        return Inpainter
+    raise AttributeError(f"module 'cicm_deploy' has no attribute {name!r}")

@@ -37,7 +37,7 @@ class BackendUnavailableError(RuntimeError):
 class Runtime(ABC):
     backend = "base"
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle | None) -> None:
         self.bundle = bundle
         self.loaded = False
         self.last_inference_time: float | None = None  # seconds, last ``run``
@@ -73,14 +73,23 @@ class Runtime(ABC):
     def describe(self) -> dict[str, Any]:
         """Backend, device, precision, routing and library versions."""
 
+    # -- what the graph takes (a bundle's manifest; the PyTorch backend overrides) --------------
+    @property
+    def input_specs(self) -> list[dict[str, Any]]:
+        return self.bundle.manifest["inputs"]
+
+    @property
+    def stride(self) -> int:
+        return self.bundle.stride
+
     # -- inference --------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        expected = [i["name"] for i in self.bundle.manifest["inputs"]]
+        expected = [i["name"] for i in self.input_specs]
         if sorted(feeds) != sorted(expected):
             raise RuntimeInputError(f"inputs {sorted(feeds)} given, the graph expects {sorted(expected)}")
-        stride = self.bundle.stride
+        stride = self.stride
         batch = None
-        for spec in self.bundle.manifest["inputs"]:
+        for spec in self.input_specs:
             name, value = spec["name"], feeds[spec["name"]]
             if not isinstance(value, np.ndarray) or value.dtype != np.dtype(spec["dtype"]):
                 given = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
@@ -130,18 +139,26 @@ class Runtime(ABC):
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, (rgb, _) in enumerate(pairs):
             by_size.setdefault(rgb.shape[:2], []).append(index)
-        stride = self.bundle.stride
-        for (height, width), indices in by_size.items():
-            xs, ms = [], []
-            for index in indices:
-                rgb, hole = pairs[index]
-                xs.append(pad_to_multiple(rgb, stride).transpose(2, 0, 1))
-                ms.append(pad_to_multiple(hole, stride)[None])
-            x = np.stack(xs).astype(np.float32) / 255.0
-            m = np.stack(ms).astype(np.float32)
-            out = self.run({"image": x, "mask": m})["inpainted"]
-            for row, index in enumerate(indices):
-                rgb, hole = pairs[index]
-                result = crop(from_nchw(out[row]), height, width)
-                results[index] = np.where(hole[:, :, None], result, rgb)  # known pixels exact
+        stride = self.stride
+        for indices in by_size.values():
+            chosen = [pairs[i] for i in indices]
+            out = self.run(prepare_batch(chosen, stride))["inpainted"]
+            for index, result in zip(indices, finish_batch(out, chosen)):
+                results[index] = result
         return [r for r in results if r is not None]
+
+
+def prepare_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], stride: int) -> dict[str, np.ndarray]:
+    """Same-sized (uint8 [H, W, 3], bool [H, W]) pairs -> padded float32 graph inputs."""
+    x = np.stack([pad_to_multiple(rgb, stride).transpose(2, 0, 1) for rgb, _ in pairs]).astype(np.float32) / 255.0
+    m = np.stack([pad_to_multiple(hole, stride)[None] for _, hole in pairs]).astype(np.float32)
+    return {"image": x, "mask": m}
+
+
+def finish_batch(inpainted: np.ndarray, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Graph output -> cropped uint8 frames; pixels outside each hole copied from the input, exactly."""
+    frames = []
+    for row, (rgb, hole) in enumerate(pairs):
+        result = crop(from_nchw(inpainted[row]), *hole.shape)
+        frames.append(np.where(hole[:, :, None], result, rgb))
+    return frames

@@ -1,0 +1,188 @@
+"""``Inpainter``: the embedding API for video pipelines (vehicle cameras, surveillance).
+
+    from cicm_deploy import Inpainter
+
+    with Inpainter("model_fp16") as inpaint:                # bundle -> onnxruntime
+        clean = inpaint(frame, mask)                        # uint8 HxWx3 in and out
+        for out in inpaint.stream(frames, static_mask):     # pre/post overlapped with inference
+            ...
+
+One object from a checkpoint (PyTorch), a bundle directory (onnxruntime) or an engine file
+(TensorRT); frames of any size (padded to the stride and cropped back); pixels outside the hole
+returned byte for byte.
+
+Thread safety: one lock around the backend call, nothing else shared. Conversion, padding and
+cropping run in the caller's thread, outside the lock, so several threads overlap their
+pre/post-processing while inference runs one batch at a time. A lock, not per-thread sessions:
+TensorRT execution contexts are not thread-safe, and a second session or engine per thread would
+double device memory on a Jetson for no gain on a single GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .images import as_mask_array, as_rgb_array, check_same_size
+from .runtimes.base import finish_batch, prepare_batch
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+_DONE = object()
+
+
+def _kind(path: Path) -> str:
+    if path.is_dir():
+        return "bundle"
+    if path.with_name(path.name + ".json").is_file():
+        return "engine"
+    return "checkpoint"
+
+
+class Inpainter:
+    def __init__(self, path: str | os.PathLike, backend: str = "auto", *, device: str = "auto",
+                 plugin: str | os.PathLike | None = None, providers: Sequence[str] | None = None,
+                 invert_masks: bool = False) -> None:
+        path = Path(path)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if not path.exists():
+            raise ValueError(f"{path} does not exist; expected a checkpoint (.pt), a bundle directory or an engine")
+        kind = _kind(path)
+        wanted = {"torch": "checkpoint", "onnxruntime": "bundle", "tensorrt": "engine"}
+        if backend != "auto" and wanted[backend] != kind:
+            raise ValueError(f"backend {backend!r} needs a {wanted[backend]}, but {path} is a {kind}")
+        if kind == "checkpoint":
+            from .torch_runtime import TorchRuntime
+
+            self.runtime: Any = TorchRuntime(path, device=device)
+        elif kind == "bundle":
+            from .runtimes.onnxruntime import OnnxRuntimeBackend
+
+            self.runtime = OnnxRuntimeBackend(path, providers=providers)
+        else:
+            from .runtimes.tensorrt import TensorRTBackend
+
+            self.runtime = TensorRTBackend(path, plugin=plugin)
+        self.runtime.load()
+        self.invert_masks = invert_masks
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> "Inpainter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, precision, routing and versions."""
+        return self.runtime.describe()
+
+    # -- frames -----------------------------------------------------------------------------------
+    def _pair(self, image: Any, mask: Any, converted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        rgb = as_rgb_array(image)
+        hole = mask if converted else as_mask_array(mask, invert=self.invert_masks)
+        check_same_size(rgb, hole)
+        return rgb, hole
+
+    def _infer(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Same-sized pairs -> frames. Frames without a hole skip the network."""
+        results: list[np.ndarray | None] = [rgb if not hole.any() else None for rgb, hole in pairs]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            chosen = [pairs[i] for i in todo]
+            feeds = prepare_batch(chosen, self.runtime.stride)
+            with self._lock:
+                out = self.runtime.run(feeds)["inpainted"]
+            for index, frame in zip(todo, finish_batch(out, chosen)):
+                results[index] = frame
+        return results  # type: ignore[return-value]
+
+    def __call__(self, image: Any, mask: Any) -> np.ndarray:
+        """One frame: RGB uint8 [H, W, 3] and a mask [H, W] (True/255 = hole) -> uint8 [H, W, 3]."""
+        return self._infer([self._pair(image, mask)])[0]
+
+    def batch(self, images: Sequence[Any], masks: Sequence[Any]) -> list[np.ndarray]:
+        """Several frames; those of the same size go through the network together."""
+        if len(images) != len(masks):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        pairs = [self._pair(i, m) for i, m in zip(images, masks)]
+        results: list[np.ndarray | None] = [None] * len(pairs)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, (rgb, _) in enumerate(pairs):
+            by_size.setdefault(rgb.shape[:2], []).append(index)
+        for indices in by_size.values():
+            for index, frame in zip(indices, self._infer([pairs[i] for i in indices])):
+                results[index] = frame
+        return results  # type: ignore[return-value]
+
+    def stream(self, frames: Iterable[Any], mask_or_masks: Any, batch_size: int = 4,
+               queue_size: int = 2) -> Iterator[np.ndarray]:
+        """Yield inpainted frames in order while the next batch is being prepared.
+
+        ``mask_or_masks``: one mask for every frame (a fixed occlusion: converted once), or an
+        iterable with one mask per frame. A reader thread converts and pads batches of
+        ``batch_size`` into a bounded queue; inference runs in this generator; memory stays bounded
+        by ``queue_size`` batches. Closing the generator early stops the reader.
+        """
+        if batch_size < 1 or queue_size < 1:
+            raise ValueError("batch_size and queue_size must be at least 1")
+        from PIL import Image
+
+        single = isinstance(mask_or_masks, Image.Image) or (isinstance(mask_or_masks, np.ndarray)
+                                                           and mask_or_masks.ndim == 2)
+        static = as_mask_array(mask_or_masks, invert=self.invert_masks) if single else None
+        masks = None if single else iter(mask_or_masks)
+        ready: queue.Queue = queue.Queue(maxsize=queue_size)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                chunk: list[tuple[np.ndarray, np.ndarray]] = []
+                for frame in frames:
+                    if stop.is_set():
+                        return
+                    if static is not None:
+                        pair = self._pair(frame, static, converted=True)  # the fixed mask, converted once
+                    else:
+                        pair = self._pair(frame, next(masks))  # type: ignore[arg-type]
+                    if chunk and pair[0].shape != chunk[0][0].shape:
+                        ready.put(chunk)
+                        chunk = []
+                    chunk.append(pair)
+                    if len(chunk) == batch_size:
+                        ready.put(chunk)
+                        chunk = []
+                if chunk:
+                    ready.put(chunk)
+                ready.put(_DONE)
+            except BaseException as exc:  # handed to the consumer, raised there
+                ready.put(exc)
+
+        thread = threading.Thread(target=reader, name="cicm-stream-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, StopIteration):
+                        raise ValueError("fewer masks than frames") from None
+                    raise item
+                yield from self._infer(item)
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    ready.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)

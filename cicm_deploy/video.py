@@ -1,0 +1,143 @@
+"""Video in, video out: a fixed occlusion mask, or per-frame boxes rasterized to masks. OpenCV I/O.
+
+Boxes file (JSON lines): ``{"frame": 12, "boxes": [[x0, y0, x1, y1], ...]}`` in pixels, x1/y1
+exclusive; frames without a line have no hole and are copied through untouched. The output has
+the input's container and frame rate, no audio. Ctrl-C stops cleanly: the frames written so far
+form a playable file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+class VideoError(ValueError):
+    """A video, mask or boxes file that cannot be used."""
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise VideoError("video needs OpenCV: pip install 'cicm-deploy[video]'") from None
+    return cv2
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int  # as the container reports it (0 when unknown)
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    cv2 = _cv2()
+    if not Path(path).is_file():
+        raise VideoError(f"video {path} does not exist")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"{path} cannot be opened as a video (unknown container or codec)")
+    info = VideoInfo(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     float(capture.get(cv2.CAP_PROP_FPS)) or 25.0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    capture.release()
+    return info
+
+
+def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """RGB uint8 frames."""
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def load_boxes(path: str | os.PathLike, width: int, height: int) -> dict[int, list[tuple[int, int, int, int]]]:
+    boxes: dict[int, list[tuple[int, int, int, int]]] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise VideoError(f"boxes file {path} cannot be read ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            frame = int(record["frame"])
+            entries = [tuple(int(v) for v in box) for box in record["boxes"]]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise VideoError(f"{path}:{number}: expected {{\"frame\": N, \"boxes\": [[x0, y0, x1, y1], ...]}}, "
+                             f"got {line[:80]!r}") from None
+        for box in entries:
+            if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
+                raise VideoError(f"{path}:{number}: box {list(box)} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+        boxes.setdefault(frame, []).extend(entries)  # type: ignore[arg-type]
+    return boxes
+
+
+def boxes_mask(entries: list[tuple[int, int, int, int]], width: int, height: int) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in entries:
+        mask[max(0, y0):min(height, y1), max(0, x0):min(width, x1)] = True
+    return mask
+
+
+class VideoWriter:
+    """Frames (RGB uint8) to a file in the container its suffix names."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float) -> None:
+        cv2 = _cv2()
+        self.path = Path(path)
+        code = FOURCC.get(self.path.suffix.lower())
+        if code is None:
+            raise VideoError(f"cannot write {self.path}: unknown container {self.path.suffix!r}; expected one of "
+                             f"{', '.join(sorted(FOURCC))}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*code), fps, (width, height))
+        if not self.writer.isOpened():
+            raise VideoError(f"OpenCV cannot write {self.path} with codec {code}")
+        self.count = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(_cv2().cvtColor(frame, _cv2().COLOR_RGB2BGR))
+        self.count += 1
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLike, *, mask: np.ndarray | None = None,
+                  boxes: dict[int, list[tuple[int, int, int, int]]] | None = None, batch_size: int = 4,
+                  on_frame: Callable[[int], None] = lambda n: None) -> int:
+    """Inpaint every frame of ``source`` into ``target``; returns the frames written (also on Ctrl-C)."""
+    info = probe(source)
+    if (mask is None) == (boxes is None):
+        raise VideoError("give either a fixed mask or per-frame boxes")
+    if mask is not None and mask.shape != (info.height, info.width):
+        raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
+    writer = VideoWriter(target, info.width, info.height, info.fps)
+    try:
+        if mask is not None:
+            masks = mask
+        else:
+            masks = (boxes_mask(boxes.get(index, []), info.width, info.height) for index in range(10**12))
+        for frame in inpainter.stream(read_frames(source), masks, batch_size=batch_size):
+            writer.write(frame)
+            on_frame(writer.count)
+    finally:
+        writer.close()  # the frames written so far stay playable, Ctrl-C included
+    return writer.count

@@ -1,0 +1,141 @@
+"""The embedding API: one object per model, frames of any size, streams, threads; the video command."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cicm_deploy import Inpainter
+from cicm_deploy.cli import cli
+from cicm_deploy.images import save_mask
+
+
+@pytest.fixture(scope="module")
+def frames():
+    from cicm_deploy.export.goldens import make_inputs
+
+    arrays = make_inputs([(40, 56, 7)], seed=3)
+    return [np.rint(x.transpose(1, 2, 0) * 255).astype(np.uint8) for x in arrays["s0.image"]]
+
+
+@pytest.fixture(scope="module")
+def masks(frames):
+    rng = np.random.default_rng(0)
+    return [rng.random(frames[0].shape[:2]) > 0.8 for _ in frames]
+
+
+def test_checkpoint_and_bundle_agree_and_keep_known_pixels(routed_checkpoint, bundles, frames, masks):
+    with Inpainter(routed_checkpoint) as torch_side, Inpainter(bundles("fp32", "onnx").path) as ort_side:
+        assert torch_side.describe()["backend"] == "torch" and ort_side.describe()["backend"] == "onnxruntime"
+        a, b = torch_side(frames[0], masks[0]), ort_side(frames[0], masks[0])
+    assert a.dtype == np.uint8 and a.shape == frames[0].shape
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.array_equal(a[~masks[0]], frames[0][~masks[0]])
+
+
+def test_batch_equals_single_calls_and_empty_masks_skip_the_network(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        empty = np.zeros_like(masks[0])
+        batch = inpaint.batch(frames[:3] + [frames[3][:17, :23]], [masks[0], empty, masks[2], masks[3][:17, :23]])
+        assert np.array_equal(batch[1], frames[1])
+        assert np.array_equal(batch[0], inpaint(frames[0], masks[0]))
+        assert np.array_equal(batch[2], inpaint(frames[2], masks[2]))
+        assert np.array_equal(batch[3], inpaint(frames[3][:17, :23], masks[3][:17, :23]))
+
+
+def test_stream_static_and_per_frame_masks(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        serial_static = [inpaint(f, masks[0]) for f in frames]
+        streamed = list(inpaint.stream(iter(frames), masks[0], batch_size=3))
+        assert len(streamed) == len(frames)
+        assert all(np.array_equal(a, b) for a, b in zip(streamed, serial_static))
+        per_frame = list(inpaint.stream(frames, masks, batch_size=2))
+        assert all(np.array_equal(a, inpaint(f, m)) for a, f, m in zip(per_frame, frames, masks))
+        with pytest.raises(ValueError, match="fewer masks than frames"):
+            list(inpaint.stream(frames, masks[:2], batch_size=2))
+        early = inpaint.stream(iter(frames * 50), masks[0], batch_size=2, queue_size=1)
+        next(early)
+        early.close()  # the reader thread stops instead of decoding the rest
+
+
+def test_concurrent_calls_match_serial(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        serial = [inpaint(f, m) for f, m in zip(frames, masks)]
+        results: dict[int, list[np.ndarray]] = {}
+
+        def work(worker: int) -> None:
+            results[worker] = [inpaint(f, m) for f, m in zip(frames, masks)]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 8
+    for outputs in results.values():
+        assert all(np.array_equal(a, b) for a, b in zip(outputs, serial))
+
+
+def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        Inpainter(tmp_path / "none")
+    with pytest.raises(ValueError, match="backend 'torch' needs a checkpoint"):
+        Inpainter(bundles("fp32", "onnx").path, backend="torch")
+    with pytest.raises(ValueError, match="is not one of"):
+        Inpainter(routed_checkpoint, backend="tvm")
+
+
+def write_clip(path, frames, fps=10):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def count_frames(path):
+    from cicm_deploy.video import read_frames
+
+    return sum(1 for _ in read_frames(path))
+
+
+def test_video_command_with_mask_and_boxes(tmp_path, frames, masks, bundles):
+    clip = tmp_path / "in.avi"
+    write_clip(clip, frames)
+    mask = save_mask(tmp_path / "m.png", masks[0])
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(cli, ["video", str(clip), str(out), "--mask", str(mask), "--model",
+                                      str(bundles("fp32", "onnx").path)])
+    assert result.exit_code == 0, result.output
+    assert count_frames(out) == len(frames)
+    boxes = tmp_path / "boxes.jsonl"
+    boxes.write_text("\n".join(json.dumps({"frame": i, "boxes": [[5, 5, 20, 18]]}) for i in (0, 3)))
+    out2 = tmp_path / "out2.avi"
+    result = CliRunner().invoke(cli, ["video", str(clip), str(out2), "--boxes", str(boxes), "--model",
+                                      str(bundles("fp32", "onnx").path), "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert count_frames(out2) == len(frames)
+
+
+def test_video_user_errors(tmp_path, frames, bundles):
+    clip = tmp_path / "in.avi"
+    write_clip(clip, frames)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"frame": 1, "boxes": [[5, 5, 2, 2]]}')
+    model = str(bundles("fp32", "onnx").path)
+    cases = [
+        (["video", str(clip), str(tmp_path / "o.mp4"), "--model", model], "exactly one of --mask"),
+        (["video", str(clip), str(tmp_path / "o.mp4"), "--boxes", str(bad), "--model", model], "x0 < x1"),
+        (["video", str(tmp_path / "none.mp4"), str(tmp_path / "o.mp4"), "--boxes", str(bad), "--model", model],
+         "does not exist"),
+        (["video", str(clip), str(tmp_path / "o.xyz"), "--boxes", str(tmp_path / "empty.jsonl"), "--model", model],
+         "cannot be read"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
