@@ -94,6 +94,19 @@ def section_train(lines: list[str]) -> None:
               f"{verdict(data['target_met'])}.", ""]
 
 
+def section_stream(lines: list[str]) -> None:
+    data = load("stream_vs_loop")
+    lines += ["## Inpainter.stream() vs a per-frame loop (target >= 1.3x)", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    fps = data["frames_per_s"]
+    lines += [f"{data['date']}, {data['device']}, onnxruntime {data['onnxruntime']}, {data['frames']} frames of "
+              f"{data['size']}, batch {data['batch']}; command: `{data['command']}`.", "",
+              f"Loop {fps['per_frame_loop']:.1f} frames/s, stream {fps['stream']:.1f} frames/s: **{data['speedup']:.2f}x**, "
+              f"target {verdict(data['target_met'])}.", ""]
+
+
 def section_memory(lines: list[str]) -> None:
     data = load("memory_growth")
     lines += ["## Memory magnitude: additive (Eq. 2) vs bounded update", ""]
@@ -118,7 +131,7 @@ def main() -> None:
              "comparisons (PyTorch eager FP32 vs FP16 vs torch.compile vs CUDA graphs, the fused CICM "
              "kernel vs the eager block, whole-model latency on an H100-class GPU) are not measured yet; "
              "the CPU results stand alone.", ""]
-    for section in (section_bench, section_ort, section_train, section_memory):
+    for section in (section_bench, section_ort, section_stream, section_train, section_memory):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {HERE / 'README.md'}")
