@@ -42,10 +42,14 @@ def user_errors(func: Callable[[], Any]) -> Any:
         errors += (DataError,)
     except ImportError:
         pass
+    from cicm_deploy.runtimes.base import NonFiniteOutputError
+
     try:
         return func()
     except errors as exc:
         raise UserError(str(exc)) from None
+    except NonFiniteOutputError as exc:  # not the user's mistake: exit 1, still one line
+        raise click.ClickException(str(exc)) from None
 
 
 def require_torch(what: str) -> None:

@@ -34,6 +34,10 @@ class BackendUnavailableError(RuntimeError):
     """The backend's library (or the plugin it needs) is not installed here."""
 
 
+class NonFiniteOutputError(RuntimeError):
+    """A backend produced NaN or Inf: never passed on as an image."""
+
+
 class Runtime(ABC):
     backend = "base"
 
@@ -108,6 +112,10 @@ class Runtime(ABC):
             batch = batch or value.shape[0]
             if value.shape[0] != batch:
                 raise RuntimeInputError(f"inputs have different batch sizes ({batch} and {value.shape[0]})")
+        for name, value in feeds.items():
+            if not np.isfinite(value).all():
+                raise RuntimeInputError(f"input {name!r} holds NaN or Inf values; expected finite values "
+                                        "(image in [0, 1], mask 0 or 1)")
         if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
             raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
                                     "height and width must match")
@@ -119,6 +127,11 @@ class Runtime(ABC):
         start = time.perf_counter()
         outputs = self._run(feeds)
         self.last_inference_time = time.perf_counter() - start
+        for name, value in outputs.items():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise NonFiniteOutputError(f"the {self.backend} backend produced NaN/Inf in {name!r}: the model or "
+                                           "engine is broken for this input (FP16 overflow? see the bundle's "
+                                           "largest_fp32_intermediates)")
         return outputs
 
     def infer(self, image: Any, mask: Any, invert: bool = False) -> np.ndarray:
