@@ -36,11 +36,12 @@ def doctor(as_json: bool) -> None:
     providers (and flags onnxruntime and onnxruntime-gpu installed together), TensorRT, and the
     CICMAugment plugin library. Works without PyTorch installed.
     """
-    from .environment import probe_all
+    from .environment import next_steps, probe_all
 
     report = probe_all()
+    steps = next_steps(report)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps({**report, "next_steps": steps}, indent=2))
         return
     for section, info in report.items():
         click.echo(f"[{section}]")
@@ -52,9 +53,10 @@ def doctor(as_json: bool) -> None:
             elif isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
             click.echo(f"  {key:16s} {value}")
-    problem = report["onnxruntime"].get("problem")
-    if problem:
-        click.secho(f"problem: {problem}", fg="red", err=True)
+    if steps:
+        click.echo("[next steps]")
+        for step in steps:
+            click.echo(f"  - {step}")
 
 
 @cli.command()

@@ -112,6 +112,35 @@ def probe_plugin() -> dict[str, Any]:
             "hint": f"set {PLUGIN_ENV_VAR} to the plugin library built from runtimes/plugin"}
 
 
+def probe_gpu() -> dict[str, Any]:
+    """GPU 0 through cuda-python (no torch needed), as the TensorRT runtime sees it."""
+    from cicm_deploy.runtimes.tensorrt_build import _gpu_description
+
+    gpu = _gpu_description()
+    return {"found": gpu is not None, **(gpu or {"hint": "no CUDA GPU visible (or cuda-python is not installed)"})}
+
+
 def probe_all() -> dict[str, dict[str, Any]]:
     return {"system": probe_system(), "torch": probe_torch(), "onnxruntime": probe_onnxruntime(),
-            "tensorrt": probe_tensorrt(), "plugin": probe_plugin()}
+            "gpu": probe_gpu(), "tensorrt": probe_tensorrt(), "plugin": probe_plugin()}
+
+
+def next_steps(report: dict[str, dict[str, Any]]) -> list[str]:
+    """What to install or build next, from a ``probe_all`` report."""
+    steps = []
+    if not report["onnxruntime"]["installed"]:
+        steps.append("pip install 'cicm-deploy[cpu]' (or '[gpu]') to run bundles with onnxruntime")
+    if report["onnxruntime"].get("problem"):
+        steps.append(report["onnxruntime"]["problem"])
+    trt = report["tensorrt"]
+    if "tensorrt" in trt.get("modules", {}):
+        if report["gpu"]["found"]:
+            steps.append("build an engine here: cicm-deploy build BUNDLE -o model.engine")
+        if not report["plugin"]["found"]:
+            cc = report["gpu"].get("compute_capability", "87").replace(".", "")
+            steps.append("for plugin-routed bundles, build the plugin: cmake -S runtimes/plugin -B runtimes/plugin/build "
+                         f"-DCMAKE_CUDA_ARCHITECTURES={cc} && cmake --build runtimes/plugin/build")
+    elif report["gpu"]["found"]:
+        steps.append("TensorRT is missing: on a Jetson, apt install python3-libnvinfer; on a desktop, NVIDIA's "
+                     "TensorRT install (or pip install 'cicm-deploy[rtx]' for TensorRT for RTX)")
+    return steps

@@ -43,7 +43,7 @@ def test_doctor_text_and_json():
     result = run("doctor")
     assert result.exit_code == 0 and "[onnxruntime]" in result.output and "[tensorrt]" in result.output
     report = json.loads(run("doctor", "--json").output)
-    assert set(report) == {"system", "torch", "onnxruntime", "tensorrt", "plugin"}
+    assert set(report) == {"system", "torch", "onnxruntime", "gpu", "tensorrt", "plugin", "next_steps"}
     assert report["torch"]["installed"] is True
 
 
