@@ -8,7 +8,8 @@ default, paper Fig. 1a allows several), with a gamma head (3x3 conv + sigmoid) t
 corrupted ratio of each position. With ``cicm_levels=()`` this is the plain UNet.
 
 Input: image [B, 3, H, W] in [0, 1] and mask [B, 1, H, W] with 1 = hole; H and W multiples of
-``config.stride``. The network sees the image with its holes zeroed plus the mask.
+``config.stride``. The network sees the image with its holes zeroed (the paper) or filled by
+push-pull interpolation (``hole_fill="push-pull"``, the default model), plus the mask.
 """
 
 from __future__ import annotations
@@ -33,6 +34,27 @@ class InpaintOutput(NamedTuple):
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2))
+
+
+def push_pull_fill(image: torch.Tensor, hole: torch.Tensor, levels: int = 7) -> torch.Tensor:
+    """Fill the hole with colours pulled from the known pixels around it (push-pull interpolation).
+
+    Pull: average the known colours and their coverage over a pyramid of 2x2 cells. Push: from the
+    coarsest level down, a cell keeps its own average where it has known pixels and takes the
+    coarser level's colour in proportion to what it lacks. Known pixels come back unchanged.
+    Only AveragePool, Resize and element-wise ops: it exports to ONNX and TensorRT as is.
+    """
+    known = 1.0 - hole
+    colours, weights = [image * known], [known]
+    for _ in range(levels):
+        colours.append(F.avg_pool2d(colours[-1], 2, ceil_mode=True))
+        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
+    filled = colours[-1] / weights[-1].clamp(min=1e-6)
+    for colour, weight in zip(reversed(colours[:-1]), reversed(weights[:-1])):
+        coarse = F.interpolate(filled, size=colour.shape[-2:], mode="bilinear", align_corners=False)
+        share = weight.clamp(max=1.0)
+        filled = colour / weight.clamp(min=1e-6) * share + coarse * (1.0 - share)
+    return filled
 
 
 def corrupted_ratio(mask: torch.Tensor, level: int, region_size: int = 1) -> torch.Tensor:
@@ -103,7 +125,11 @@ class UNetCICM(nn.Module):
             self._check_inputs(image, mask)
         hole = (mask > 0.5).to(image.dtype)
         out = InpaintOutput(image, image, {}, {}, {})
-        x = self.stem(torch.cat([image * (1.0 - hole), hole], dim=1))
+        if self.config.hole_fill == "push-pull":
+            seen = push_pull_fill(image, hole)
+        else:
+            seen = image * (1.0 - hole)
+        x = self.stem(torch.cat([seen, hole], dim=1))
         x = self._augment(0, x, hole, out)
         skips = [x]
         for level, block in enumerate(self.down, start=1):

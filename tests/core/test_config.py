@@ -40,6 +40,7 @@ def test_replace_reaches_memory_fields():
     ({"memory": {"momentum": 2.0}}, "momentum must lie in [0, 1]"),
     ({"cicm_levels": [7]}, "cicm_levels entries must lie in 0..depth=3"),
     ({"depth": 0}, "depth must be a positive integer"),
+    ({"hole_fill": "telea"}, "hole_fill must be one of zeros, push-pull"),
     ([1, 2], "must be a mapping"),
 ])
 def test_invalid_configs_name_the_problem(data, message):

@@ -152,3 +152,27 @@ def test_memory_cfg_is_shared():
     cfg = ModelConfig(width=8, max_width=16, cicm_levels=(2, 3), memory=MemoryConfig(num_sets=2, set_size=3))
     model = UNetCICM(cfg)
     assert model.memories["2"].sets.shape == (2, 3, 16) and model.memories["3"].sets.shape == (2, 3, 16)
+
+
+def test_push_pull_fill_keeps_known_pixels_and_fills_from_neighbours():
+    from cicm_deploy.model import push_pull_fill
+
+    image = torch.zeros(1, 3, 16, 16)
+    image[:, 0, :, :8] = 1.0  # left half red, right half black
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[:, :, 4:12, 2:6] = 1.0  # a hole inside the red half
+    filled = push_pull_fill(image, hole)
+    known = hole.expand_as(image) == 0
+    torch.testing.assert_close(filled[known], image[known])
+    assert torch.isfinite(filled).all()
+    assert filled[0, 0, 6:10, 3:5].min() > 0.8  # the hole takes the colour around it
+    full = push_pull_fill(image, torch.ones(1, 1, 16, 16))
+    assert torch.isfinite(full).all()
+
+
+def test_default_presets_use_push_pull_and_run():
+    for name in ("default", "default-unet"):
+        cfg = preset(name)
+        assert cfg.hole_fill == "push-pull"
+        out = UNetCICM(cfg)(*inputs(b=1, h=24, w=40))
+        assert torch.isfinite(out.composite).all()
