@@ -121,8 +121,9 @@ def main() -> None:
         "speedup_onnxruntime_over_pytorch": ratio,
         "onnxruntime_op_share_percent": profile, "pytorch_op_share_percent": torch_profile, "target": 1.5, "target_met": ratio >= 1.5,
         "command": "python benchmarks/ort_vs_torch.py " + " ".join(
-            f"--{k} {v}" for k, v in (("preset", args.preset), ("size", args.size), ("batch", args.batch),
-                                      ("threads", args.threads)) if args.checkpoint is None or k != "preset"),
+            f"--{k} {v}" for k, v in (("preset", args.preset), ("checkpoint", args.checkpoint), ("size", args.size),
+                                      ("batch", args.batch), ("threads", args.threads), ("rounds", args.rounds))
+            if v is not None and not (k == "preset" and args.checkpoint is not None)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

@@ -9,7 +9,7 @@ on a GPU, peak device memory. Backends that cannot run here are listed with the 
 Backends: ``torch`` (eager FP32), ``torch-fp16`` (eager, FP16 autocast, CUDA only),
 ``torch-compile`` (``torch.compile``), ``cuda-graphs`` (``torch.compile(mode="reduce-overhead")``,
 CUDA only), ``onnxruntime`` (an FP32 bundle; exported on the fly from a checkpoint).
-TensorRT engines are not implemented yet and are reported as skipped.
+``tensorrt`` (an engine built by ``cicm-deploy build``, on its GPU).
 """
 
 from __future__ import annotations
@@ -159,11 +159,18 @@ def _torch_case(model: Any, backend: str) -> _Case:
 
 
 def _skip_reasons(backends: list[str], kind: str) -> dict[str, str]:
+    import importlib.util
+
     reasons = {}
     cuda = _cuda()
     for backend in backends:
         if backend == "tensorrt":
-            reasons[backend] = "the TensorRT runtime is not implemented in this version"
+            if kind != "engine":
+                reasons[backend] = "needs an engine built on the target GPU by `cicm-deploy build`; bench the engine"
+            elif not cuda and importlib.util.find_spec("cuda") is None:
+                reasons[backend] = "needs a CUDA GPU (and cuda-python) to run the engine"
+        elif kind == "engine":
+            reasons[backend] = "an engine runs only on TensorRT; bench the bundle or checkpoint it came from"
         elif backend.startswith("torch") or backend == "cuda-graphs":
             if not _torch_available():
                 reasons[backend] = "torch is not installed"
@@ -192,7 +199,8 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
         raise ValueError(f"unknown backends {unknown}; expected some of {', '.join(ALL_BACKENDS)}")
     if not target.exists():
         raise ValueError(f"{target} does not exist; expected a checkpoint (.pt) or a bundle directory")
-    kind = "bundle" if target.is_dir() else "checkpoint"
+    kind = "bundle" if target.is_dir() else ("engine" if target.with_name(target.name + ".json").is_file()
+                                             else "checkpoint")
     skipped = _skip_reasons(backends, kind)
     runnable = [b for b in backends if b not in skipped]
     if threads:
@@ -219,7 +227,13 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
         stride = 8
         for backend in runnable:
             progress(f"preparing {backend}")
-            if backend == "onnxruntime":
+            if backend == "tensorrt":
+                from .runtimes.tensorrt import TensorRTBackend
+
+                runtime = TensorRTBackend(target).load()
+                stride = runtime.stride
+                cases[backend] = _Case(runtime.run)
+            elif backend == "onnxruntime":
                 from .runtimes.onnxruntime import OnnxRuntimeBackend
 
                 bundle = target
