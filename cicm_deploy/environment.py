@@ -114,9 +114,9 @@ def probe_plugin() -> dict[str, Any]:
 
 def probe_gpu() -> dict[str, Any]:
     """GPU 0 through cuda-python (no torch needed), as the TensorRT runtime sees it."""
-    from cicm_deploy.runtimes.tensorrt_build import _gpu_description
+    from cicm_deploy.runtimes.tensorrt_build import gpu_description
 
-    gpu = _gpu_description()
+    gpu = gpu_description()
     return {"found": gpu is not None, **(gpu or {"hint": "no CUDA GPU visible (or cuda-python is not installed)"})}
 
 

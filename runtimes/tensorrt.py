@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import BackendUnavailableError, Runtime, RuntimeInputError
 from .bundle import open_bundle
-from .tensorrt_build import SIDECAR_SUFFIX, EngineBuildError, _gpu_description, import_tensorrt
+from .tensorrt_build import SIDECAR_SUFFIX, EngineBuildError, gpu_description, import_tensorrt
 
 
 class EngineMismatchError(BackendUnavailableError):
@@ -96,7 +96,7 @@ class TensorRTBackend(Runtime):
             self.trt = import_tensorrt(self.sidecar["tensorrt_module"] == "tensorrt_rtx")
         except EngineBuildError as exc:
             raise BackendUnavailableError(str(exc)) from None
-        check_sidecar(self.sidecar, self.trt, _gpu_description(), self.engine_path, self.plugin)
+        check_sidecar(self.sidecar, self.trt, gpu_description(), self.engine_path, self.plugin)
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         if self.bundle.custom_ops:
             info = self.sidecar.get("plugin") or {}
@@ -164,7 +164,7 @@ class TensorRTBackend(Runtime):
         return outputs  # Runtime.run checks them for NaN/Inf
 
     def describe(self) -> dict[str, Any]:
-        gpu = _gpu_description()
+        gpu = gpu_description()
         return {"backend": self.backend, "device": gpu["name"] if gpu else "no GPU", "precision": self.bundle.precision,
                 "routing": self.bundle.routing, "engine": str(self.engine_path), "bundle": str(self.bundle.path),
                 "versions": {self.sidecar["tensorrt_module"]: self.sidecar["tensorrt_version"]},

@@ -115,7 +115,7 @@ def _network_flags(trt: Any) -> int:
     return flags
 
 
-def _gpu_description() -> dict[str, Any] | None:
+def gpu_description() -> dict[str, Any] | None:
     """Name and compute capability of GPU 0 through cuda-python, or None where there is none."""
     if importlib.util.find_spec("cuda") is None:
         return None
@@ -227,7 +227,7 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
         "engine": output.name, "engine_sha256": sha256_file(output),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cicm_deploy": __version__, "tensorrt_module": trt.__name__, "tensorrt_version": trt.__version__,
-        "gpu": _gpu_description(), "target_compute_capability": target_cc,
+        "gpu": gpu_description(), "target_compute_capability": target_cc,
         "bundle": str(bundle.path.resolve()), "bundle_files": bundle.manifest["files"],
         "precision": bundle.precision, "routing": bundle.routing,
         "profile": {"min": profile.min, "opt": profile.opt, "max": profile.max},
