@@ -186,6 +186,7 @@ def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
         from .checkpoint import load_model
         from .images import load_image, save_image
         from .predict import inpaint_array, pick_device
+        from .runtimes.parity import psnr
         from .train.masks import BINS, free_form_mask
 
         path = checkpoint or default_model_path()
@@ -199,9 +200,8 @@ def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
         holed = photo.copy()
         holed[mask] = 255
         save_image(output, np.concatenate([holed, result, photo], axis=1))
-        mse = float(np.mean((photo.astype(np.float64) - result.astype(np.float64)) ** 2))
         click.echo(f"wrote {output}: hole ({100 * mask.mean():.0f}% of the photo) | inpainted | original; "
-                   f"PSNR {10 * np.log10(255.0**2 / max(mse, 1e-12)):.2f} dB with {path.name} "
+                   f"PSNR {psnr(photo, result, data_range=255.0):.2f} dB with {path.name} "
                    f"(step {data.get('step')})")
 
     user_errors(go)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -214,15 +215,21 @@ class ContextMemory(nn.Module):
             self.anchors.copy_(torch.where(touched.unsqueeze(1), new_anchors, self.anchors.float()))
         return touched
 
-    def generalize(self, feats: torch.Tensor) -> torch.Tensor:
+    def generalize(self, feats: torch.Tensor,
+                   reduce: Callable[[GeneralizationStats], None] | None = None) -> torch.Tensor:
         """Context generalization (training only): inject complete-region features [N, C].
 
+        ``reduce`` sums the batch's statistics across processes in place (distributed training);
+        it is called even when this process has no complete region, since every rank must join.
         In eval mode this does nothing: a deployed model never changes its memory.
         Returns the touched sets [L] (bool).
         """
-        if not self.training or feats.shape[0] == 0:
+        if not self.training or (feats.shape[0] == 0 and reduce is None):
             return torch.zeros(self.cfg.num_sets, dtype=torch.bool, device=self.sets.device)
-        return self.apply(self.collect(feats))
+        stats = self.collect(feats)
+        if reduce is not None:
+            reduce(stats)
+        return self.apply(stats)
 
     # ------------------------------------------------------------------ losses
     def similarity_losses(self) -> tuple[torch.Tensor, torch.Tensor]:

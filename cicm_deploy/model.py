@@ -14,14 +14,14 @@ push-pull interpolation (``hole_fill="push-pull"``, the default model), plus the
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .memory import ContextMemory, context_weight
+from .memory import ContextMemory, GeneralizationStats, context_weight
 
 
 class InpaintOutput(NamedTuple):
@@ -147,11 +147,12 @@ class UNetCICM(nn.Module):
         return out._replace(prediction=prediction, composite=composite)
 
     @torch.no_grad()
-    def generalize(self, output: InpaintOutput, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generalize(self, output: InpaintOutput, mask: torch.Tensor,
+                   reduce: Callable[[GeneralizationStats], None] | None = None) -> dict[str, torch.Tensor]:
         """Context generalization after a training step: feed complete regions to each memory.
 
-        Uses the features of ``output`` (the step's forward pass). No-op in eval mode.
-        Returns level -> touched sets [L] (bool).
+        Uses the features of ``output`` (the step's forward pass); ``reduce`` as in
+        ``ContextMemory.generalize``. No-op in eval mode. Returns level -> touched sets [L] (bool).
         """
         touched = {}
         r = self.config.memory.region_size
@@ -160,7 +161,7 @@ class UNetCICM(nn.Module):
             regions = F.avg_pool2d(feat, r) if r > 1 else feat
             complete = complete_regions(mask, int(key), r).flatten()  # [B*h*w]
             flat = regions.permute(0, 2, 3, 1).reshape(-1, regions.shape[1])
-            touched[key] = memory.generalize(flat[complete])
+            touched[key] = memory.generalize(flat[complete], reduce)
         return touched
 
     def memory_losses(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .images import as_mask_array, as_rgb_array, check_same_size, crop, from_nchw, pad_to_multiple, to_nchw
+from .images import as_mask_array, as_rgb_array, check_same_size
 from .model import UNetCICM
+from .runtimes.base import finish_batch, prepare_batch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -24,13 +25,9 @@ def inpaint_array(model: UNetCICM, image, mask, *, invert: bool = False) -> np.n
 
     Pixels outside the hole are returned unchanged, byte for byte.
     """
-    image = as_rgb_array(image)
-    mask = as_mask_array(mask, invert=invert)
-    check_same_size(image, mask)
-    height, width = mask.shape
-    stride = model.config.stride
-    x, m = to_nchw(pad_to_multiple(image, stride), pad_to_multiple(mask, stride))
+    pair = (as_rgb_array(image), as_mask_array(mask, invert=invert))
+    check_same_size(*pair)
+    feeds = prepare_batch([pair], model.config.stride)
     device = next(model.parameters()).device
-    out = model(torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)).composite
-    result = crop(from_nchw(out.float().cpu().numpy()), height, width)
-    return np.where(mask[:, :, None], result, image)  # exact known pixels, whatever the rounding
+    out = model(torch.from_numpy(feeds["image"]).to(device), torch.from_numpy(feeds["mask"]).to(device)).composite
+    return finish_batch(out.float().cpu().numpy(), [pair])[0]  # known pixels exact, whatever the rounding

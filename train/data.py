@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from cicm_deploy.images import ImageError, image_to_rgb
+from cicm_deploy.images import ImageError, image_to_rgb, load_image
 
 if TYPE_CHECKING:
     from .photo_fetch import FetchSummary
@@ -144,7 +144,7 @@ class ImageFolderDataset:
             if relative in self.skipped_paths:
                 continue
             try:
-                return _read_rgb(self.root / relative)
+                return load_image(self.root / relative)
             except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(relative, exc)
         raise self._nothing_readable()
@@ -157,14 +157,6 @@ class ImageFolderDataset:
         if self.flip and rng.random() < 0.5:
             image = image[:, ::-1]
         return np.ascontiguousarray(image)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    """Like ``images.load_image``, but closes the file when decoding fails (no handle leaks per
-    bad file over a long training run)."""
-    with Image.open(path) as image:
-        image.load()
-        return image_to_rgb(image, f"image {path}")
 
 
 def random_crop(image: np.ndarray, crop: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -31,7 +31,7 @@ from torch import nn
 from cicm_deploy.checkpoint import read_checkpoint, save_checkpoint
 from cicm_deploy.config import ModelConfig
 from cicm_deploy.memory import GeneralizationStats
-from cicm_deploy.model import UNetCICM, complete_regions
+from cicm_deploy.model import UNetCICM
 
 from .losses import LossWeights, PatchDiscriminator, generator_loss, relativistic_losses
 from .masks import evaluation_masks, sample_mask
@@ -135,23 +135,10 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-@torch.no_grad()
-def generalize_all_ranks(model: UNetCICM, output: Any, mask: torch.Tensor) -> None:
-    """Context generalization with its statistics summed over ranks: identical memory everywhere."""
-    _, world = _distributed()
-    if world == 1:
-        model.generalize(output, mask)
-        return
-    r = model.config.memory.region_size
-    for key, memory in model.memories.items():
-        feat = output.features[key].detach().float()
-        regions = torch.nn.functional.avg_pool2d(feat, r) if r > 1 else feat
-        complete = complete_regions(mask, int(key), r).flatten()
-        flat = regions.permute(0, 2, 3, 1).reshape(-1, regions.shape[1])[complete]
-        stats = memory.collect(flat)
-        for tensor in stats.tensors():
-            dist.all_reduce(tensor)
-        memory.apply(GeneralizationStats(*stats.tensors()))
+def all_reduce_stats(stats: GeneralizationStats) -> None:
+    """Sum one memory's generalization statistics over all ranks, in place."""
+    for tensor in stats.tensors():
+        dist.all_reduce(tensor)
 
 
 def rng_state(generator: np.random.Generator) -> dict[str, Any]:
@@ -238,6 +225,9 @@ class Trainer:
         if not trainer:
             raise ValueError(f"{path} has no trainer state (written by `init` or exported?); resume needs a "
                              "checkpoint written by `cicm-deploy train`")
+        if trainer.get("version") != TRAINER_STATE_VERSION:
+            raise ValueError(f"{path} has trainer state version {trainer.get('version')!r}; this cicm-deploy "
+                             f"resumes version {TRAINER_STATE_VERSION}")
         self.model.load_state_dict(data["state_dict"])
         self.g_opt.load_state_dict(data["optimizer"])
         self.discriminator.load_state_dict(trainer["discriminator"])
@@ -274,8 +264,8 @@ class Trainer:
         self.g_opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.g_opt.step()
-        if self.generalize:
-            generalize_all_ranks(self.model, output, mask)
+        if self.generalize:  # summed over ranks under DDP: every rank holds the same memory
+            self.model.generalize(output, mask, reduce=all_reduce_stats if self.world > 1 else None)
         self.step += 1
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["discriminator"] = float(d_loss.detach())

@@ -117,7 +117,7 @@ def test_generalize_feeds_exactly_the_complete_regions(monkeypatch):
     out = model(image, mask)
     seen = {}
     memory = model.memories["3"]
-    monkeypatch.setattr(memory, "generalize", lambda feats: seen.setdefault("feats", feats) is None)
+    monkeypatch.setattr(memory, "generalize", lambda feats, reduce=None: seen.setdefault("feats", feats) is None)
     model.generalize(out, mask)
     complete = complete_regions(mask, 3).flatten()
     feat = out.features["3"].permute(0, 2, 3, 1).reshape(-1, out.features["3"].shape[1])
