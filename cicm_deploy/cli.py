@@ -310,11 +310,11 @@ def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, it
 
 def _register_commands() -> None:
     from .export.cli import export
-    from .runtimes.cli import build, parity, run_bundle
+    from .runtimes.cli import build, parity, run_bundle, serve, triton_repo
     from .train.cli import evaluate_cmd, train
     from .train.data_cli import data
 
-    for command in (export, build, run_bundle, parity, train, evaluate_cmd, data):
+    for command in (export, build, run_bundle, parity, serve, triton_repo, train, evaluate_cmd, data):
         cli.add_command(command)
 
 

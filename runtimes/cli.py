@@ -147,3 +147,123 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
     click.echo(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) with {sidecar['tensorrt_module']} "
                f"{sidecar['tensorrt_version']} for {target}; {sidecar['precision']}, routing {sidecar['routing']}, "
                f"profile min {sidecar['profile']['min']} opt {sidecar['profile']['opt']} max {sidecar['profile']['max']}")
+
+
+@click.command()
+@click.argument("model", metavar="BUNDLE|ENGINE|CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--port", default=8000, show_default=True,
+              help="HTTP port; gRPC listens on PORT+1 and metrics on PORT+2 unless given below.")
+@click.option("--grpc-port", type=int, help="gRPC port (default: PORT+1).")
+@click.option("--metrics-port", type=int, help="Prometheus metrics port (default: PORT+2).")
+@click.option("--max-batch", default=8, show_default=True,
+              help="Largest batch Triton's dynamic batcher forms from same-sized requests.")
+@click.option("--instances", default=1, show_default=True,
+              help="Model instances, each with its own session or engine (parallel requests).")
+@click.option("--queue-delay-us", default=2000, show_default=True,
+              help="How long a request may wait for others to batch with, in microseconds.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto",
+              show_default=True, help="Inference backend inside the server (auto: from what MODEL is).")
+@click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
+              help="Engine only: the CICMAugment plugin library it was built with.")
+@click.option("--verbose", is_flag=True, help="Show Triton's and PyTriton's own logs.")
+def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int, instances: int,
+          queue_delay_us: int, backend: str, plugin: Path | None, verbose: bool) -> None:
+    """Serve MODEL on Triton Inference Server (PyTriton), over HTTP and gRPC, with metrics.
+
+    The model `cicm_inpaint` takes uint8 frames `image` [H, W, 3] and masks `mask` [H, W]
+    (255 = hole) of any size and returns `inpainted` uint8 [H, W, 3]; Triton batches
+    same-sized requests (dynamic batching). Stops cleanly on Ctrl-C or SIGTERM. For a stock
+    Triton server, write a model repository with `cicm-deploy triton-repo` instead.
+    """
+    def go() -> None:
+        import logging
+        import signal
+        import time
+
+        from cicm_deploy.inpainter import Inpainter
+        from cicm_deploy.runtimes.triton import (ServeConfig, TritonError, bind_inpainter, import_pytriton,
+                                                 libpython_first, triton_config)
+
+        try:
+            config = ServeConfig(http_port=port, grpc_port=grpc_port or port + 1,
+                                 metrics_port=metrics_port or port + 2, max_batch=max_batch, instances=instances,
+                                 queue_delay_us=queue_delay_us)
+        except TritonError as exc:
+            raise UserError(str(exc)) from None
+        import_pytriton()
+        from pytriton.triton import Triton
+
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+        inpainters = []
+        try:
+            for _ in range(instances):
+                try:
+                    inpainters.append(Inpainter(model, backend=backend, plugin=plugin))
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+            libpython_first()
+
+            def terminate(signum: int, frame: object) -> None:
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, terminate)
+            triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0))
+            try:
+                bind_inpainter(triton, inpainters, config)
+                triton.run()
+                info = inpainters[0].describe()
+                click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
+                           f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
+                           f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
+                           "Ctrl-C or SIGTERM stops", err=True)
+                while triton.is_alive():
+                    time.sleep(0.5)
+                raise click.ClickException("the Triton server stopped unexpectedly (run with --verbose for its log)")
+            except KeyboardInterrupt:
+                click.echo("stopping", err=True)
+            finally:
+                triton.stop()
+        finally:
+            for inpainter in inpainters:
+                inpainter.close()
+        click.echo("stopped", err=True)
+
+    user_errors(go)
+
+
+@click.command("triton-repo")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model repository directory to write.")
+@click.option("--engine", type=click.Path(dir_okay=False, path_type=Path),
+              help="An engine built from BUNDLE on the serving machine (`cicm-deploy build`): adds a TensorRT model.")
+@click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
+              help="The CICMAugment plugin library the engine needs; copied into the repository.")
+@click.option("--max-batch", default=8, show_default=True, help="max_batch_size of each model.")
+@click.option("--instances", default=1, show_default=True, help="Instances per model (instance_group count).")
+@click.option("--onnx-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Where the onnxruntime model's instances run.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def triton_repo(bundle: Path, out: Path, engine: Path | None, plugin: Path | None, max_batch: int, instances: int,
+                onnx_kind: str, force: bool) -> None:
+    """Write a Triton model repository for a stock `tritonserver` from BUNDLE.
+
+    An `onnx`-routed bundle becomes `cicm_inpaint_onnx` (Triton's onnxruntime backend); with
+    --engine, `cicm_inpaint_trt` (its TensorRT backend) is added, and --plugin is copied into
+    REPO/plugins/ for the server to preload. Each model gets a config.pbtxt with dynamic
+    batching and an instance group; REPO/README.md gives the server command. These models take
+    the graph's float32 NCHW tensors (H and W multiples of the bundle's stride).
+    """
+    def go() -> None:
+        from cicm_deploy.runtimes.triton import TritonError, write_model_repository
+
+        try:
+            written = write_model_repository(bundle, out, engine=engine, plugin=plugin, max_batch=max_batch,
+                                             instances=instances, onnx_kind=f"KIND_{onnx_kind.upper()}", force=force)
+        except TritonError as exc:
+            raise UserError(str(exc)) from None
+        for path in written:
+            click.echo(f"wrote {path}")
+        click.echo(f"start a server: see {out / 'README.md'}")
+
+    user_errors(go)

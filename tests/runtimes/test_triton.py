@@ -1,0 +1,310 @@
+"""Triton serving: PyTriton server with concurrent tritonclient requests, stock model repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cicm_deploy.cli import cli
+from cicm_deploy.runtimes.triton import (ONNX_MODEL_NAME, TRT_MODEL_NAME, ServeConfig, TritonError, libpython_first,
+                                         write_model_repository)
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install 'cicm-deploy[serve]'")
+from google.protobuf import text_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2  # noqa: E402
+
+
+def parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+# -- libpython and the serve configuration ---------------------------------------------------------
+
+def test_libpython_first_puts_the_interpreters_library_first_once():
+    import sysconfig
+
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env = {"LD_LIBRARY_PATH": f"/usr/lib/x86_64-linux-gnu{os.pathsep}{libdir}"}
+    assert libpython_first(env) == libdir
+    assert env["LD_LIBRARY_PATH"].split(os.pathsep) == [libdir, "/usr/lib/x86_64-linux-gnu"]
+    env = {}
+    libpython_first(env)
+    assert env["LD_LIBRARY_PATH"] == libdir
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"http_port": 0}, "http port 0 is not a TCP port"),
+    ({"grpc_port": 8000}, "must differ"),
+    ({"max_batch": 0}, "at least 1"),
+    ({"instances": 0}, "at least 1"),
+    ({"queue_delay_us": -1}, "must not be negative"),
+])
+def test_serve_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(TritonError, match=message):
+        ServeConfig(**kwargs)
+
+
+# -- stock model repositories ----------------------------------------------------------------------
+
+def test_onnx_repository_config_parses_as_triton_model_config(bundles, tmp_path):
+    bundle = bundles("fp32", "onnx")
+    written = write_model_repository(bundle.path, tmp_path / "repo", max_batch=4, instances=2)
+    assert written == [tmp_path / "repo" / ONNX_MODEL_NAME / "config.pbtxt"]
+    config = parse_config(written[0])
+    assert config.name == ONNX_MODEL_NAME and config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 4
+    assert {t.name: list(t.dims) for t in config.input} == {"image": [3, -1, -1], "mask": [1, -1, -1]}
+    assert {t.name: list(t.dims) for t in config.output} == {"inpainted": [3, -1, -1], "route": [-1, -1]}
+    types = {t.name: t.data_type for t in [*config.input, *config.output]}
+    assert types == {"image": model_config_pb2.TYPE_FP32, "mask": model_config_pb2.TYPE_FP32,
+                     "inpainted": model_config_pb2.TYPE_FP32, "route": model_config_pb2.TYPE_INT32}
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert [(g.count, g.kind) for g in config.instance_group] == [(2, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
+    model = tmp_path / "repo" / ONNX_MODEL_NAME / "1" / "model.onnx"
+    assert model.read_bytes() == (bundle.path / "model.onnx").read_bytes()
+    assert "tritonserver --model-repository=" in (tmp_path / "repo" / "README.md").read_text()
+
+
+def test_static_batch_bundle_gets_max_batch_size_zero(routed_checkpoint, tmp_path):
+    from cicm_deploy.export.bundle import export_bundle
+
+    bundle = export_bundle(routed_checkpoint, tmp_path / "static", batch=2, static_hw=(64, 64))
+    config = parse_config(write_model_repository(bundle.path, tmp_path / "repo")[0])
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert {t.name: list(t.dims) for t in config.input} == {"image": [2, 3, 64, 64], "mask": [2, 1, 64, 64]}
+
+
+def fake_engine(bundle, folder: Path, module: str = "tensorrt", with_plugin: bool = True) -> Path:
+    """An engine file and a sidecar as `cicm-deploy build` writes them (the engine bytes are not read)."""
+    engine = folder / "model.plan"
+    engine.write_bytes(b"not a real engine: the repository writer copies it")
+    sidecar = {"engine": engine.name, "tensorrt_module": module, "tensorrt_version": "10.3.0",
+               "gpu": {"name": "Orin"}, "bundle_files": bundle.manifest["files"],
+               "profile": {"min": [1, 64, 64], "opt": [2, 256, 256], "max": [4, 512, 512]},
+               "plugin": {"name": "CICMAugment"} if with_plugin else None,
+               "inputs": bundle.manifest["inputs"], "outputs": bundle.manifest["outputs"]}
+    (folder / "model.plan.json").write_text(json.dumps(sidecar))
+    return engine
+
+
+def test_tensorrt_repository_preloads_the_plugin(bundles, tmp_path):
+    bundle = bundles("fp16", "plugin")
+    engine = fake_engine(bundle, tmp_path)
+    plugin = tmp_path / "libcicm_augment.so"
+    plugin.write_bytes(b"\x7fELF stand-in")
+    written = write_model_repository(bundle.path, tmp_path / "repo", engine=engine, plugin=plugin, max_batch=8)
+    assert written == [tmp_path / "repo" / TRT_MODEL_NAME / "config.pbtxt"]  # plugin routing: no onnxruntime model
+    config = parse_config(written[0])
+    assert config.platform == "tensorrt_plan"
+    assert config.max_batch_size == 4  # capped by the engine's profile
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert (tmp_path / "repo" / TRT_MODEL_NAME / "1" / "model.plan").read_bytes() == engine.read_bytes()
+    assert (tmp_path / "repo" / "plugins" / plugin.name).read_bytes() == plugin.read_bytes()
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert f"LD_PRELOAD={(tmp_path / 'repo' / 'plugins' / plugin.name).resolve()}" in readme
+    assert "--backend-config=tensorrt,plugins=" in readme
+
+
+def test_both_models_from_an_onnx_bundle_and_its_engine(bundles, tmp_path):
+    bundle = bundles("fp32", "onnx")
+    engine = fake_engine(bundle, tmp_path, with_plugin=False)
+    written = write_model_repository(bundle.path, tmp_path / "repo", engine=engine, onnx_kind="KIND_GPU")
+    assert [p.parent.name for p in written] == [ONNX_MODEL_NAME, TRT_MODEL_NAME]
+    for path in written:
+        parse_config(path)
+
+
+def test_repository_errors_are_one_clear_line(bundles, tmp_path):
+    plugin_bundle, onnx_bundle = bundles("fp16", "plugin"), bundles("fp32", "onnx")
+    with pytest.raises(TritonError, match="uses plugin routing"):
+        write_model_repository(plugin_bundle.path, tmp_path / "a")
+    with pytest.raises(TritonError, match="does not exist; build it on the target"):
+        write_model_repository(plugin_bundle.path, tmp_path / "a", engine=tmp_path / "missing.plan")
+    (tmp_path / "lonely.plan").write_bytes(b"x")
+    with pytest.raises(TritonError, match="no readable sidecar"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a", engine=tmp_path / "lonely.plan")
+    rtx = tmp_path / "rtx"
+    rtx.mkdir()
+    with pytest.raises(TritonError, match="TensorRT for RTX"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a", engine=fake_engine(onnx_bundle, rtx, "tensorrt_rtx"))
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(TritonError, match="built from another bundle"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a", engine=fake_engine(plugin_bundle, other))
+    with pytest.raises(TritonError, match="pass --plugin"):
+        write_model_repository(plugin_bundle.path, tmp_path / "a", engine=fake_engine(plugin_bundle, tmp_path))
+    assert not (tmp_path / "a").exists()  # nothing half-written
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(TritonError, match="--force"):
+        write_model_repository(onnx_bundle.path, tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    write_model_repository(onnx_bundle.path, tmp_path / "full", force=True)
+    assert not (tmp_path / "full" / "keep.txt").exists()
+
+
+def test_triton_repo_command(bundles, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "onnx").path), "-o", str(tmp_path / "repo"),
+                                 "--instances", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'repo' / ONNX_MODEL_NAME / 'config.pbtxt'}" in result.output
+    result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "plugin").path), "-o", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "uses plugin routing" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_rejects_bad_arguments_before_starting_anything(tmp_path, bundles):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["serve", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(cli, ["serve", str(bundles("fp32", "onnx").path), "--port", "9000", "--grpc-port", "9000"])
+    assert result.exit_code == 2 and "must differ" in result.output
+
+
+# -- the PyTriton server ---------------------------------------------------------------------------
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def server(bundles, tmp_path_factory):
+    pytest.importorskip("pytriton", reason="PyTriton is not installed: pip install 'cicm-deploy[serve]'")
+    import tritonclient.http as httpclient
+
+    http, grpc, metrics = free_ports(3)
+    bundle = bundles("fp32", "onnx")
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    exe = Path(sys.executable).with_name("cicm-deploy")
+    command = [str(exe) if exe.exists() else shutil.which("cicm-deploy"), "serve", str(bundle.path),
+               "--port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", "4",
+               "--instances", "2"]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    client = httpclient.InferenceServerClient(f"localhost:{http}")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"cicm-deploy serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if client.is_model_ready("cicm_inpaint"):
+                break
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"the server was not ready within 180 s:\n{log.read_text()[-3000:]}")
+    yield {"process": process, "http": http, "grpc": grpc, "metrics": metrics, "bundle": bundle, "log": log}
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _request(module, url: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    client = module.InferenceServerClient(url)
+    inputs = [module.InferInput("image", [1, *image.shape], "UINT8"), module.InferInput("mask", [1, *mask.shape], "UINT8")]
+    inputs[0].set_data_from_numpy(image[None])
+    inputs[1].set_data_from_numpy(mask[None])
+    return client.infer("cicm_inpaint", inputs).as_numpy("inpainted")[0]
+
+
+def test_concurrent_http_and_grpc_requests_match_the_inpainter(server):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from cicm_deploy import Inpainter
+    from cicm_deploy.export.goldens import make_inputs
+
+    arrays = make_inputs([(48, 64, 6), (72, 40, 6)], seed=5)
+    images = [np.rint(x.transpose(1, 2, 0) * 255).astype(np.uint8) for key in ("s0.image", "s1.image")
+              for x in arrays[key]]
+    masks = [(m[0] > 0.5).astype(np.uint8) * 255 for key in ("s0.mask", "s1.mask") for m in arrays[key]]
+    jobs = [(httpclient if i % 2 else grpcclient, f"localhost:{server['http'] if i % 2 else server['grpc']}", i)
+            for i in range(len(images))]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda job: _request(job[0], job[1], images[job[2]], masks[job[2]]), jobs * 2))
+    with Inpainter(server["bundle"].path) as local:
+        expected = [local(image, mask) for image, mask in zip(images, masks)] * 2
+    for got, want, (_, _, i) in zip(results, expected, jobs * 2):
+        assert got.dtype == np.uint8 and got.shape == images[i].shape
+        keep = masks[i] == 0
+        assert np.array_equal(got[keep], images[i][keep])  # known pixels byte for byte
+        # Triton batches same-sized requests, the local calls run one by one: float rounding may
+        # differ in the last bit before the uint8 conversion, never by more.
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_bad_requests_get_the_reason_back(server):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    image = np.zeros((32, 40, 3), np.uint8)
+    with pytest.raises(InferenceServerException, match="bad request: image is 40x32 but mask is 39x32"):
+        _request(httpclient, f"localhost:{server['http']}", image, np.zeros((32, 39), np.uint8))
+    # the server keeps serving after a bad request
+    assert _request(httpclient, f"localhost:{server['http']}", image, np.zeros((32, 40), np.uint8)).shape == image.shape
+
+
+def test_metrics_endpoint_counts_inferences(server):
+    from urllib.request import urlopen
+
+    text = urlopen(f"http://localhost:{server['metrics']}/metrics", timeout=10).read().decode()
+    counts = [line for line in text.splitlines() if line.startswith("nv_inference_request_success")
+              and 'model="cicm_inpaint"' in line]
+    assert counts and float(counts[0].rsplit(" ", 1)[1]) >= 1
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CURL = """curl -s localhost:{port}/v2/models/cicm_inpaint/infer -d '{{"inputs": [
+  {{"name": "image", "datatype": "UINT8", "shape": [1, 2, 2, 3], "data": [9,9,9, 9,9,9, 9,9,9, 0,0,0]}},
+  {{"name": "mask", "datatype": "UINT8", "shape": [1, 2, 2], "data": [0, 0, 0, 255]}}]}}'"""
+
+
+def test_readme_client_examples_run(server):
+    done = subprocess.run([sys.executable, str(EXAMPLES / "triton_client.py"), f"localhost:{server['http']}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["(120,", "160,", "3)", "uint8", "True"]
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    body = (EXAMPLES / "triton_client.py").read_text().splitlines()[1:]
+    assert "\n".join(body) in readme  # the README shows exactly the code that is tested
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_example_runs(server):
+    assert CURL.format(port=8000) in (EXAMPLES.parent / "README.md").read_text()
+    done = subprocess.run(["bash", "-c", CURL.format(port=server["http"])], capture_output=True, text=True, timeout=60)
+    reply = json.loads(done.stdout)
+    (output,) = reply["outputs"]
+    assert output["name"] == "inpainted" and output["shape"] == [1, 2, 2, 3]
+    assert output["data"][:9] == [9] * 9  # known pixels come back unchanged
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    # runs last in this module (pytest keeps file order): the fixture's server is stopped here
+    process = server["process"]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    log = server["log"].read_text()
+    assert "stopping" in log and log.rstrip().endswith("stopped")
