@@ -33,7 +33,7 @@ TENSORRT_PARSEABLE_OPS = frozenset({
     "Add", "ArgMax", "AveragePool", "Cast", "Concat", "Constant", "Conv", "Div", "Equal", "Expand", "Flatten",
     "Gather", "Greater", "LeakyRelu", "MatMul", "MaxPool", "Mul", "ReduceSum", "Reshape", "Resize", "Shape",
     "Sigmoid", "Slice", "Softmax", "Sub", "TopK", "Transpose", "Unsqueeze", "Where", "Identity",
-    "GreaterOrEqual", "Not", "ReduceMax", "Clip",
+    "GreaterOrEqual", "Not", "ReduceMax", "Clip", "ConstantOfShape", "Less", "Pad",
 })
 
 

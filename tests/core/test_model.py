@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cicm_deploy.config import MemoryConfig, ModelConfig, preset
-from cicm_deploy.model import UNetCICM, complete_regions, corrupted_ratio
+from cicm_deploy.config import ConfigError, MemoryConfig, ModelConfig, preset
+from cicm_deploy.model import UNetCICM, complete_regions, corrupted_ratio, push_pull_fill
 from cicm_deploy.reference import augment_reference
 
 TINY = preset("tiny")
@@ -170,9 +170,34 @@ def test_push_pull_fill_keeps_known_pixels_and_fills_from_neighbours():
     assert torch.isfinite(full).all()
 
 
+def test_smooth_push_pull_keeps_known_pixels_and_approaches_the_harmonic_fill():
+    ramp = torch.linspace(0.0, 1.0, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous()
+    hole = torch.zeros(1, 1, 32, 32)
+    hole[:, :, 8:24, 6:26] = 1.0
+    plain, smooth = push_pull_fill(ramp, hole), push_pull_fill(ramp, hole, smoothing=8)
+    known = hole.expand_as(ramp) == 0
+    torch.testing.assert_close(smooth[known], ramp[known])
+    inside = hole.expand_as(ramp) > 0
+    # a linear ramp is harmonic: relaxation moves the fill towards it, push-pull alone is blockier
+    assert (smooth - ramp)[inside].abs().mean() < 0.5 * (plain - ramp)[inside].abs().mean()
+    assert smooth.min() >= 0.0 and smooth.max() <= 1.0  # a mean of known colours never overshoots
+
+
+def test_residual_output_starts_at_the_hole_fill():
+    torch.manual_seed(0)
+    image, mask = inputs(b=2, h=32, w=32)
+    for fill in ("push-pull", "smooth-push-pull"):
+        model = UNetCICM(preset("tiny").replace(output="residual", hole_fill=fill))
+        smoothing = 8 if fill == "smooth-push-pull" else 0
+        expected = push_pull_fill(image, (mask > 0.5).float(), smoothing=smoothing).clamp(0, 1)
+        torch.testing.assert_close(model(image, mask).prediction, expected)
+    with pytest.raises(ConfigError, match="output must be one of direct, residual"):
+        preset("tiny").replace(output="sum")
+
+
 def test_default_presets_use_push_pull_and_run():
     for name in ("default", "default-unet"):
         cfg = preset(name)
-        assert cfg.hole_fill == "push-pull"
+        assert cfg.hole_fill in ("push-pull", "smooth-push-pull") and cfg.output == "residual"
         out = UNetCICM(cfg)(*inputs(b=1, h=24, w=40))
         assert torch.isfinite(out.composite).all()

@@ -188,3 +188,15 @@ def test_existing_output_needs_force(routed_checkpoint, tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(ExportError, match="pass --force"):
         export_bundle(routed_checkpoint, tmp_path / "b")
+
+
+@pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull"])
+def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill):
+    torch.manual_seed(0)
+    model = UNetCICM(preset("tiny").replace(output="residual", hole_fill=hole_fill))
+    torch.nn.init.normal_(model.head.weight, std=0.05)  # a trained correction, not the zero start
+    ckpt = save_checkpoint(tmp_path / "v.pt", model)
+    for fp16 in (False, True):
+        result = export_bundle(ckpt, tmp_path / f"b{fp16}", fp16=fp16)
+        assert result.parity.passed, "\n".join(result.parity.lines())
+        assert result.manifest["ops_outside_tensorrt_parser"] == []
