@@ -102,10 +102,13 @@ def section_stream(lines: list[str]) -> None:
         lines += ["No result committed yet.", ""]
         return
     fps = data["frames_per_s"]
+    loop = fps["per-frame loop"]
     lines += [f"{data['date']}, {data['device']}, onnxruntime {data['onnxruntime']}, {data['frames']} frames of "
-              f"{data['size']}, batch {data['batch']}; command: `{data['command']}`.", "",
-              f"Loop {fps['per_frame_loop']:.1f} frames/s, stream {fps['stream']:.1f} frames/s: **{data['speedup']:.2f}x**, "
-              f"target {verdict(data['target_met'])}.", ""]
+              f"{data['size']}; command: `{data['command']}`.", "", "| path | frames/s | vs loop |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.1f} | {value / loop:.2f}x |" for name, value in fps.items()]
+    profile = data["loop_profile_ms_per_frame"]
+    lines += ["", f"Best: {data['best']}, **{data['speedup']:.2f}x**, target {verdict(data['target_met'])}. "
+              "A loop frame's time (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()) + ".", ""]
 
 
 def section_memory(lines: list[str]) -> None:

@@ -11,18 +11,23 @@ One object from a checkpoint (PyTorch), a bundle directory (onnxruntime) or an e
 (TensorRT); frames of any size (padded to the stride and cropped back); pixels outside the hole
 returned byte for byte.
 
-Thread safety: one lock around the backend call, nothing else shared. Conversion, padding and
-cropping run in the caller's thread, outside the lock, so several threads overlap their
-pre/post-processing while inference runs one batch at a time. A lock, not per-thread sessions:
-TensorRT execution contexts are not thread-safe, and a second session or engine per thread would
-double device memory on a Jetson for no gain on a single GPU.
+Thread safety: a pool of ``workers`` runtimes (one by default), each used by one thread at a
+time; nothing else is shared. Conversion, padding and cropping run in the caller's thread, outside
+the pool, so several threads overlap their pre/post-processing while inference runs. With the
+default single worker this is one lock around the backend call: TensorRT execution contexts are not
+thread-safe, and a session or engine per thread would multiply device memory on a Jetson for no
+gain on one GPU. ``workers=N`` opens N sessions (onnxruntime: the CPU threads split between them)
+so that N batches run at once; ``stream()`` then keeps N batches in flight. On a CPU, where small
+convolutions scale poorly across threads, that raises throughput (benchmarks/stream_vs_loop.py).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -46,35 +51,53 @@ def _kind(path: Path) -> str:
 class Inpainter:
     def __init__(self, path: str | os.PathLike, backend: str = "auto", *, device: str = "auto",
                  plugin: str | os.PathLike | None = None, providers: Sequence[str] | None = None,
-                 invert_masks: bool = False) -> None:
+                 invert_masks: bool = False, workers: int = 1) -> None:
         path = Path(path)
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
         if not path.exists():
             raise ValueError(f"{path} does not exist; expected a checkpoint (.pt), a bundle directory or an engine")
         kind = _kind(path)
         wanted = {"torch": "checkpoint", "onnxruntime": "bundle", "tensorrt": "engine"}
         if backend != "auto" and wanted[backend] != kind:
             raise ValueError(f"backend {backend!r} needs a {wanted[backend]}, but {path} is a {kind}")
-        if kind == "checkpoint":
-            from .torch_runtime import TorchRuntime
+        if kind == "checkpoint" and workers > 1:
+            raise ValueError("workers > 1 needs a bundle or an engine: PyTorch shares one thread pool per process")
 
-            self.runtime: Any = TorchRuntime(path, device=device)
-        elif kind == "bundle":
-            from .runtimes.onnxruntime import OnnxRuntimeBackend
+        def open_runtime() -> Any:
+            if kind == "checkpoint":
+                from .torch_runtime import TorchRuntime
 
-            self.runtime = OnnxRuntimeBackend(path, providers=providers)
-        else:
+                return TorchRuntime(path, device=device)
+            if kind == "bundle":
+                from .runtimes.onnxruntime import OnnxRuntimeBackend
+
+                threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+                return OnnxRuntimeBackend(path, providers=providers, threads=threads)
             from .runtimes.tensorrt import TensorRTBackend
 
-            self.runtime = TensorRTBackend(path, plugin=plugin)
-        self.runtime.load()
+            return TensorRTBackend(path, plugin=plugin)
+
+        self._runtimes: list[Any] = []
+        try:
+            for _ in range(workers):
+                self._runtimes.append(open_runtime().load())
+        except BaseException:
+            self.close()
+            raise
+        self.runtime = self._runtimes[0]
+        self.workers = workers
         self.invert_masks = invert_masks
-        self._lock = threading.Lock()
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # runtimes not in use
+        for runtime in self._runtimes:
+            self._free.put(runtime)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
-        self.runtime.close()
+        for runtime in self._runtimes:
+            runtime.close()
 
     def __enter__(self) -> "Inpainter":
         return self
@@ -83,8 +106,8 @@ class Inpainter:
         self.close()
 
     def describe(self) -> dict[str, Any]:
-        """Backend, device, precision, routing and versions."""
-        return self.runtime.describe()
+        """Backend, device, precision, routing, versions and the number of workers."""
+        return {**self.runtime.describe(), "workers": self.workers}
 
     # -- frames -----------------------------------------------------------------------------------
     def _pair(self, image: Any, mask: Any, converted: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +123,11 @@ class Inpainter:
         if todo:
             chosen = [pairs[i] for i in todo]
             feeds = prepare_batch(chosen, self.runtime.stride)
-            with self._lock:
-                out = self.runtime.run(feeds)["inpainted"]
+            runtime = self._free.get()  # blocks while every worker is busy
+            try:
+                out = runtime.run(feeds)["inpainted"]
+            finally:
+                self._free.put(runtime)
             for index, frame in zip(todo, finish_batch(out, chosen)):
                 results[index] = frame
         return results  # type: ignore[return-value]
@@ -131,7 +157,9 @@ class Inpainter:
         ``mask_or_masks``: one mask for every frame (a fixed occlusion: converted once), or an
         iterable with one mask per frame. A reader thread converts and pads batches of
         ``batch_size`` into a bounded queue; inference runs in this generator; memory stays bounded
-        by ``queue_size`` batches. Closing the generator early stops the reader.
+        by ``queue_size`` batches (plus one per worker in flight). With ``workers`` > 1, that many
+        batches run at once, each on its own runtime; frames still come out in order. Closing the
+        generator early stops the reader.
         """
         if batch_size < 1 or queue_size < 1:
             raise ValueError("batch_size and queue_size must be at least 1")
@@ -169,17 +197,30 @@ class Inpainter:
 
         thread = threading.Thread(target=reader, name="cicm-stream-reader", daemon=True)
         thread.start()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cicm-stream-infer") if self.workers > 1 else None
+        pending: collections.deque = collections.deque()  # batches in flight, in frame order
         try:
             while True:
                 item = ready.get()
                 if item is _DONE:
-                    return
+                    break
                 if isinstance(item, BaseException):
                     if isinstance(item, StopIteration):
                         raise ValueError("fewer masks than frames") from None
                     raise item
-                yield from self._infer(item)
+                if pool is None:
+                    yield from self._infer(item)
+                    continue
+                pending.append(pool.submit(self._infer, item))
+                if len(pending) >= self.workers:  # every worker busy: hand back the oldest batch
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
         finally:
+            for future in pending:
+                future.cancel()
+            if pool is not None:
+                pool.shutdown(wait=True)
             stop.set()
             while thread.is_alive():  # unblock a reader waiting on a full queue
                 try:

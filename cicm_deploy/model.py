@@ -72,17 +72,26 @@ def push_pull_fill(image: torch.Tensor, hole: torch.Tensor, levels: int = 7, smo
 def _relax(values: torch.Tensor, free: torch.Tensor, steps: int) -> torch.Tensor:
     """``steps`` Jacobi steps moving ``free`` positions to the mean of their in-image 4-neighbours.
 
-    Written with Pad, Slice and element-wise ops: 7x faster than a depthwise convolution in
-    PyTorch's CPU eager mode on 3 channels (measured, 256x256), and it parses in TensorRT.
+    The neighbour sum is written two ways with the same result: in PyTorch as shifted slices of a
+    zero-padded tensor (views: 7x faster than a depthwise convolution in CPU eager mode on 3
+    channels, measured at 256x256), and in an exported graph as one depthwise 3x3 Conv with a
+    constant kernel (onnxruntime copies every Slice: the slices took 18 % of its time, measured).
     """
-    def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    exporting = torch.onnx.is_in_onnx_export()
+    cross = [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+
+    def neighbour_sum(x: torch.Tensor, channels: int) -> torch.Tensor:
+        if exporting:  # a constant [C, 1, 3, 3] kernel: an initializer in the graph
+            kernel = torch.tensor([[cross]] * channels, dtype=x.dtype, device=x.device)
+            return F.conv2d(x, kernel, padding=1, groups=channels)
         p = F.pad(x, (1, 1, 1, 1))
         return p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1] + p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:]
 
-    count = neighbour_sum(torch.ones_like(values[:, :1])).clamp(min=1.0)  # 2..4 (0 on a 1x1 level)
+    channels = int(values.shape[1])  # static: the image's channels
+    count = neighbour_sum(torch.ones_like(values[:, :1]), 1).clamp(min=1.0)  # 2..4 (0 on a 1x1 level)
     move, keep = free / count, 1.0 - free
     for _ in range(steps):
-        values = keep * values + move * neighbour_sum(values)
+        values = keep * values + move * neighbour_sum(values, channels)
     return values
 
 

@@ -158,7 +158,7 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
 @click.option("--max-batch", default=8, show_default=True,
               help="Largest batch Triton's dynamic batcher forms from same-sized requests.")
 @click.option("--instances", default=1, show_default=True,
-              help="Model instances, each with its own session or engine (parallel requests).")
+              help="Model instances, each with its own session or engine (parallel requests; not for checkpoints).")
 @click.option("--queue-delay-us", default=2000, show_default=True,
               help="How long a request may wait for others to batch with, in microseconds.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto",
@@ -194,13 +194,11 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         from pytriton.triton import Triton
 
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-        inpainters = []
+        try:  # one runtime per instance (onnxruntime splits the CPU threads between them)
+            inpainter = Inpainter(model, backend=backend, plugin=plugin, workers=instances)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         try:
-            for _ in range(instances):
-                try:
-                    inpainters.append(Inpainter(model, backend=backend, plugin=plugin))
-                except ValueError as exc:
-                    raise UserError(str(exc)) from None
             libpython_first()
 
             def terminate(signum: int, frame: object) -> None:
@@ -209,9 +207,9 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
             signal.signal(signal.SIGTERM, terminate)
             triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0))
             try:
-                bind_inpainter(triton, inpainters, config)
+                bind_inpainter(triton, [inpainter] * instances, config)
                 triton.run()
-                info = inpainters[0].describe()
+                info = inpainter.describe()
                 click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
                            f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
                            f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
@@ -224,8 +222,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
             finally:
                 triton.stop()
         finally:
-            for inpainter in inpainters:
-                inpainter.close()
+            inpainter.close()
         click.echo("stopped", err=True)
 
     user_errors(go)

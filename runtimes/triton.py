@@ -67,7 +67,7 @@ class ServeConfig:
     grpc_port: int = 8001
     metrics_port: int = 8002
     max_batch: int = 8  # largest batch Triton's dynamic batcher forms from same-sized requests
-    instances: int = 1  # model instances, each with its own Inpainter (session or engine)
+    instances: int = 1  # model instances, each running on its own runtime (session or engine)
     queue_delay_us: int = 2000  # how long a request may wait for others to batch with
     model_name: str = MODEL_NAME
 
@@ -113,7 +113,8 @@ def infer_function(inpainter: Any) -> Callable[..., dict[str, np.ndarray]]:
 
 
 def bind_inpainter(triton: Any, inpainters: Sequence[Any], config: ServeConfig) -> None:
-    """Bind one model whose instances are ``inpainters`` (one per instance)."""
+    """Bind one model with one instance per entry of ``inpainters`` (the same ``Inpainter`` with
+    ``workers`` = instances may appear several times: each call takes a free runtime of its pool)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     triton.bind(

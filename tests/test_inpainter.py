@@ -62,8 +62,25 @@ def test_stream_static_and_per_frame_masks(bundles, frames, masks):
         early.close()  # the reader thread stops instead of decoding the rest
 
 
-def test_concurrent_calls_match_serial(bundles, frames, masks):
-    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+def test_workers_stream_in_order_and_match_one_worker(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as one:
+        expected = [one(f, masks[0]) for f in frames]
+        expected_batches = one.batch(frames, masks)
+    with Inpainter(bundles("fp32", "onnx").path, workers=3) as three:
+        assert three.describe()["workers"] == 3
+        streamed = list(three.stream(frames * 3, masks[0], batch_size=2))
+        assert [np.array_equal(a, b) for a, b in zip(streamed, expected * 3)] == [True] * (3 * len(frames))
+        assert all(np.array_equal(a, b) for a, b in zip(three.batch(frames, masks), expected_batches))
+        early = three.stream(iter(frames * 50), masks[0], batch_size=1, queue_size=1)
+        next(early)
+        early.close()  # in-flight batches finish, the reader stops
+        with pytest.raises(ValueError, match="fewer masks than frames"):
+            list(three.stream(frames, masks[:2], batch_size=1))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_calls_match_serial(bundles, frames, masks, workers):
+    with Inpainter(bundles("fp32", "onnx").path, workers=workers) as inpaint:
         serial = [inpaint(f, m) for f, m in zip(frames, masks)]
         results: dict[int, list[np.ndarray]] = {}
 
@@ -87,6 +104,10 @@ def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
         Inpainter(bundles("fp32", "onnx").path, backend="torch")
     with pytest.raises(ValueError, match="is not one of"):
         Inpainter(routed_checkpoint, backend="tvm")
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        Inpainter(bundles("fp32", "onnx").path, workers=0)
+    with pytest.raises(ValueError, match="workers > 1 needs a bundle or an engine"):
+        Inpainter(routed_checkpoint, workers=2)
 
 
 def write_clip(path, frames, fps=10):
