@@ -181,13 +181,14 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         import time
 
         from cicm_deploy.inpainter import Inpainter
-        from cicm_deploy.runtimes.triton import (ServeConfig, TritonError, bind_inpainter, import_pytriton,
-                                                 libpython_first, triton_config)
+        from cicm_deploy.runtimes.triton import (ServeConfig, TritonError, bind_inpainter, check_ports_free,
+                                                 import_pytriton, libpython_first, triton_config)
 
         try:
             config = ServeConfig(http_port=port, grpc_port=grpc_port or port + 1,
                                  metrics_port=metrics_port or port + 2, max_batch=max_batch, instances=instances,
                                  queue_delay_us=queue_delay_us)
+            check_ports_free(config)
         except TritonError as exc:
             raise UserError(str(exc)) from None
         import_pytriton()
@@ -208,7 +209,11 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
             triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0))
             try:
                 bind_inpainter(triton, [inpainter] * instances, config)
-                triton.run()
+                try:
+                    triton.run()
+                except Exception as exc:  # whatever stops the start (a timeout, a PyTriton error): one line
+                    raise click.ClickException(f"the Triton server did not start ({type(exc).__name__}: {exc}); "
+                                               "run with --verbose for its log") from None
                 info = inpainter.describe()
                 click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
                            f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "

@@ -86,6 +86,19 @@ class ServeConfig:
             raise TritonError(f"the queue delay must not be negative, got {self.queue_delay_us}")
 
 
+def check_ports_free(config: ServeConfig) -> None:
+    """Fail early, with the port named, where another process listens on one of the ports."""
+    import socket
+
+    for what, port in (("HTTP", config.http_port), ("gRPC", config.grpc_port), ("metrics", config.metrics_port)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError as exc:
+                raise TritonError(f"the {what} port {port} is not free ({exc.strerror}); choose other ports with "
+                                  "--port (HTTP; gRPC and metrics follow) or --grpc-port/--metrics-port") from None
+
+
 def import_pytriton() -> Any:
     try:
         import pytriton.triton  # noqa: F401

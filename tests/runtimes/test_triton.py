@@ -172,6 +172,13 @@ def test_serve_rejects_bad_arguments_before_starting_anything(tmp_path, bundles)
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(cli, ["serve", str(bundles("fp32", "onnx").path), "--port", "9000", "--grpc-port", "9000"])
     assert result.exit_code == 2 and "must differ" in result.output
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(cli, ["serve", str(bundles("fp32", "onnx").path), "--port", str(port)])
+    assert result.exit_code == 2 and f"the HTTP port {port} is not free" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- the PyTriton server ---------------------------------------------------------------------------
