@@ -24,9 +24,10 @@ def user_errors(func: Callable[[], Any]) -> Any:
     from cicm_deploy.images import ImageError
     from cicm_deploy.runtimes.base import BackendUnavailableError, RuntimeInputError
     from cicm_deploy.runtimes.bundle import BundleError
+    from cicm_deploy.runtimes.triton import TritonError
 
     errors: tuple[type[BaseException], ...] = (ImageError, ConfigError, BundleError, RuntimeInputError,
-                                               BackendUnavailableError)
+                                               BackendUnavailableError, TritonError)
     try:
         from cicm_deploy.checkpoint import CheckpointError  # needs torch
         errors += (CheckpointError,)

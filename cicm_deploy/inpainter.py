@@ -88,11 +88,15 @@ class Inpainter:
             self.close()
             raise
         self.runtime = self._runtimes[0]
-        self.workers = workers
         self.invert_masks = invert_masks
         self._free: queue.SimpleQueue = queue.SimpleQueue()  # runtimes not in use
         for runtime in self._runtimes:
             self._free.put(runtime)
+
+    @property
+    def workers(self) -> int:
+        """Runtimes in the pool: batches that can run at once."""
+        return len(self._runtimes)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -86,11 +86,11 @@ def convert_to_mixed_fp16(proto: onnx.ModelProto, levels: list[str]) -> onnx.Mod
             continue
         if node.op_type == "ConstantOfShape" and node.output[0] in is_float:  # its type is its value's
             value = next((a for a in node.attribute if a.name == "value"), None)
-            fill = numpy_helper.to_array(value.t) if value is not None else np.zeros(1, np.float32)
-            if value is None:
+            if value is None:  # the default value: a float32 zero
                 value = node.attribute.add()
                 value.name, value.type = "value", onnx.AttributeProto.TENSOR
-            value.t.CopyFrom(numpy_helper.from_array(fill.astype(np.float16)))
+                value.t.CopyFrom(numpy_helper.from_array(np.zeros(1, np.float32)))
+            value.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(value.t).astype(np.float16)))
         produced_half.update(out for out in node.output if out in is_float)
     for name, init in initializers.items():
         if init.data_type == FLOAT and read_as_half_only(name):

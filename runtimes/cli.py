@@ -181,16 +181,12 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         import time
 
         from cicm_deploy.inpainter import Inpainter
-        from cicm_deploy.runtimes.triton import (ServeConfig, TritonError, bind_inpainter, check_ports_free,
-                                                 import_pytriton, libpython_first, triton_config)
+        from cicm_deploy.runtimes.triton import (ServeConfig, bind_inpainter, check_ports_free, import_pytriton,
+                                                 libpython_first, triton_config)
 
-        try:
-            config = ServeConfig(http_port=port, grpc_port=grpc_port or port + 1,
-                                 metrics_port=metrics_port or port + 2, max_batch=max_batch, instances=instances,
-                                 queue_delay_us=queue_delay_us)
-            check_ports_free(config)
-        except TritonError as exc:
-            raise UserError(str(exc)) from None
+        config = ServeConfig(http_port=port, grpc_port=grpc_port or port + 1, metrics_port=metrics_port or port + 2,
+                             max_batch=max_batch, instances=instances, queue_delay_us=queue_delay_us)
+        check_ports_free(config)
         import_pytriton()
         from pytriton.triton import Triton
 
@@ -257,13 +253,10 @@ def triton_repo(bundle: Path, out: Path, engine: Path | None, plugin: Path | Non
     the graph's float32 NCHW tensors (H and W multiples of the bundle's stride).
     """
     def go() -> None:
-        from cicm_deploy.runtimes.triton import TritonError, write_model_repository
+        from cicm_deploy.runtimes.triton import write_model_repository
 
-        try:
-            written = write_model_repository(bundle, out, engine=engine, plugin=plugin, max_batch=max_batch,
-                                             instances=instances, onnx_kind=f"KIND_{onnx_kind.upper()}", force=force)
-        except TritonError as exc:
-            raise UserError(str(exc)) from None
+        written = write_model_repository(bundle, out, engine=engine, plugin=plugin, max_batch=max_batch,
+                                         instances=instances, onnx_kind=f"KIND_{onnx_kind.upper()}", force=force)
         for path in written:
             click.echo(f"wrote {path}")
         click.echo(f"start a server: see {out / 'README.md'}")

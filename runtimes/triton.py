@@ -99,14 +99,14 @@ def check_ports_free(config: ServeConfig) -> None:
                                   "--port (HTTP; gRPC and metrics follow) or --grpc-port/--metrics-port") from None
 
 
-def import_pytriton() -> Any:
+def import_pytriton() -> None:
+    """Check that PyTriton imports, with the install command where it does not."""
     try:
         import pytriton.triton  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailableError(
             f"serving needs PyTriton, which is not installed here ({exc}); install it with: "
             "pip install 'cicm-deploy[serve]'") from None
-    return pytriton
 
 
 def infer_function(inpainter: Any) -> Callable[..., dict[str, np.ndarray]]:
@@ -222,7 +222,7 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
     written: list[Path] = []
     try:
         staging.mkdir(parents=True)
-        outputs = [o for o in bundle.manifest["outputs"]]
+        outputs = bundle.manifest["outputs"]
         if bundle.routing == "onnx":
             inputs = bundle.manifest["inputs"]
             batch = max_batch if _batched([*inputs, *outputs]) else 0

@@ -79,10 +79,11 @@ def test_provider_order():
 def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkeypatch):
     import importlib.util
 
+    bundle = bundles("fp32", "plugin").path  # exported (and parity-checked) before the op goes missing
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a, **k: None if name == "onnxruntime_extensions" else real(name, *a, **k))
-    runtime = OnnxRuntimeBackend(bundles("fp32", "plugin").path)
+    runtime = OnnxRuntimeBackend(bundle)
     with pytest.raises(BackendUnavailableError, match=r"CICMAugment .*onnxruntime_extensions.*cicm-deploy\[reference\]"):
         runtime.load()
 
