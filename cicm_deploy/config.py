@@ -19,7 +19,7 @@ MEMORY_MODES = ("sets", "anchor_only", "merged")
 RATIO_MODES = ("predicted", "none", "mask")
 GAMMA_CONVENTIONS = ("described", "printed")
 SIMILARITY_LOSSES = ("cosine", "dot")
-HOLE_FILLS = ("zeros", "push-pull", "smooth-push-pull")
+HOLE_FILLS = ("zeros", "push-pull", "smooth-push-pull", "harmonic")
 OUTPUTS = ("direct", "residual")
 
 
@@ -70,7 +70,7 @@ class ModelConfig:
     width: int = 64  # channels of the first UNet level; doubled per level up to max_width
     max_width: int = 256  # channel cap for the deeper levels
     depth: int = 3  # downsamplings; with depth 3 the UNet has the paper's 15 conv layers, stride 8
-    hole_fill: str = "zeros"  # what the network sees in the hole: "zeros" (paper), a "push-pull" or "smooth-push-pull" colour fill
+    hole_fill: str = "zeros"  # what the network sees in the hole: "zeros" (paper), or a colour fill: "harmonic" (default model), "push-pull", "smooth-push-pull"
     output: str = "direct"  # "direct": sigmoid(head) (paper); "residual": the hole fill plus a learned correction
     cicm_levels: tuple[int, ...] = (3,)  # encoder levels with a memory (0 = full res, depth = bottleneck); () = plain UNet
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # shared settings of every memory
@@ -188,9 +188,9 @@ PRESETS: dict[str, ModelConfig] = {
     "unet": ModelConfig(cicm_levels=()),
     "tiny-unet": ModelConfig(width=16, max_width=64, cicm_levels=()),
     # The shipped default model: the tiny backbone with the paper's memory (L=13, K=40).
-    "default": ModelConfig(width=16, max_width=64, hole_fill="smooth-push-pull", output="residual"),
+    "default": ModelConfig(width=16, max_width=64, hole_fill="harmonic", output="residual"),
     # Its plain-UNet twin, trained the same way for the comparison.
-    "default-unet": ModelConfig(width=16, max_width=64, hole_fill="smooth-push-pull", output="residual", cicm_levels=()),
+    "default-unet": ModelConfig(width=16, max_width=64, hole_fill="harmonic", output="residual", cicm_levels=()),
 }
 
 

@@ -35,6 +35,8 @@ class InpaintOutput(NamedTuple):
 
 
 SMOOTHING_STEPS = 8  # full-resolution Jacobi steps of the "smooth-push-pull" fill (more on coarser levels)
+HARMONIC_STEPS = 2  # full-resolution Jacobi steps of the "harmonic" fill (4x more per coarser level)
+HARMONIC_MAX_STEPS = 32  # and at most this many on any level
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -47,11 +49,39 @@ def push_pull_fill(image: torch.Tensor, hole: torch.Tensor, levels: int = 7, smo
     Pull: average the known colours and their coverage over a pyramid of 2x2 cells. Push: from the
     coarsest level down, a cell keeps its own average where it has known pixels and takes the
     coarser level's colour in proportion to what it lacks. Known pixels come back unchanged.
-    ``smoothing`` > 0 relaxes each level's partly known cells towards the mean of their four
-    neighbours (Jacobi steps of Laplace's equation, coarse to fine: ``smoothing`` steps at full
-    resolution, doubling per coarser level up to 4x): a cheap multigrid approximation of the
-    harmonic fill, without the blocky look of plain push-pull.
-    Only AveragePool, Pad, Slice, Resize and element-wise ops: it exports to ONNX and TensorRT as is.
+    ``smoothing`` > 0 (``hole_fill="smooth-push-pull"``) relaxes each level's partly known cells
+    towards the mean of their four neighbours (``smoothing`` Jacobi steps at full resolution,
+    doubling per coarser level up to 4x). Superseded by ``harmonic_fill``, which is closer to the
+    harmonic fill for less work; kept so that checkpoints trained on it load and run unchanged.
+    """
+    steps = (lambda level: min(smoothing * 2**level, 4 * smoothing)) if smoothing else None
+    return _pyramid_fill(image, hole, levels, steps, anchored=False)
+
+
+def harmonic_fill(image: torch.Tensor, hole: torch.Tensor, levels: int = 7) -> torch.Tensor:
+    """Fill the hole with a fast multigrid approximation of the harmonic (Laplace) fill.
+
+    The pyramid of ``push_pull_fill``; then, coarse to fine, each level starts from the coarser
+    solution and takes Jacobi steps in which a cell holding a share ``s`` of known pixels is
+    anchored to their mean colour with weight ``s`` and moves to the mean of its four neighbours
+    with weight ``1 - s``: ``v <- s * mean_known + (1 - s) * mean(neighbours of v)``. At full
+    resolution ``s`` is 0 or 1: Laplace's equation with the known pixels as its boundary. Steps
+    per level: 2 at full resolution, 4x more per coarser level (a level has 4x fewer cells, so
+    each costs the same) up to 32. On the 48 evaluation pairs of reports/quality.md it scores
+    30.7/24.3/21.0 dB per hole-size bin, against 30.9/24.5/21.2 for the exact harmonic solution
+    (a sparse solve) and 30.1/24.0/20.4 for ``smooth-push-pull`` (measured 2026-11-25).
+    Per step: one neighbour sum, one Mul, one Add: it exports to ONNX and TensorRT as is.
+    """
+    return _pyramid_fill(image, hole, levels, lambda level: min(HARMONIC_STEPS * 4**level, HARMONIC_MAX_STEPS),
+                         anchored=True)
+
+
+def _pyramid_fill(image: torch.Tensor, hole: torch.Tensor, levels: int, steps: Callable[[int], int] | None,
+                  anchored: bool) -> torch.Tensor:
+    """Pull (pyramid of known colour and coverage), then push coarse to fine, relaxing each level.
+
+    ``anchored``: every cell is tied to its known mean by its coverage (``harmonic_fill``);
+    otherwise only cells without full coverage move, freely (``smooth-push-pull``).
     """
     known = 1.0 - hole
     colours, weights = [image * known], [known]
@@ -63,14 +93,20 @@ def push_pull_fill(image: torch.Tensor, hole: torch.Tensor, levels: int = 7, smo
         colour, weight = colours[level], weights[level]
         coarse = F.interpolate(filled, size=colour.shape[-2:], mode="bilinear", align_corners=False)
         share = weight.clamp(max=1.0)
-        filled = colour / weight.clamp(min=1e-6) * share + coarse * (1.0 - share)
-        if smoothing:  # coarse levels are cheap and carry the large-scale solution: more steps there
-            filled = _relax(filled, (weight < 1.0).to(filled.dtype), min(smoothing * 2**level, 4 * smoothing))
+        anchor = colour / weight.clamp(min=1e-6) * share
+        filled = anchor + coarse * (1.0 - share)
+        if steps is None:
+            continue
+        if anchored:
+            filled = _relax(filled, anchor, 1.0 - share, steps(level))
+        else:  # cells with full coverage keep their value, the others move
+            free = (weight < 1.0).to(filled.dtype)
+            filled = _relax(filled, (1.0 - free) * filled, free, steps(level))
     return filled
 
 
-def _relax(values: torch.Tensor, free: torch.Tensor, steps: int) -> torch.Tensor:
-    """``steps`` Jacobi steps moving ``free`` positions to the mean of their in-image 4-neighbours.
+def _relax(values: torch.Tensor, anchor: torch.Tensor, free: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` Jacobi steps ``values <- anchor + free * mean(in-image 4-neighbours of values)``.
 
     The neighbour sum is written two ways with the same result: in PyTorch as shifted slices of a
     zero-padded tensor (views: 7x faster than a depthwise convolution in CPU eager mode on 3
@@ -89,9 +125,9 @@ def _relax(values: torch.Tensor, free: torch.Tensor, steps: int) -> torch.Tensor
 
     channels = int(values.shape[1])  # static: the image's channels
     count = neighbour_sum(torch.ones_like(values[:, :1]), 1).clamp(min=1.0)  # 2..4 (0 on a 1x1 level)
-    move, keep = free / count, 1.0 - free
+    move = free / count
     for _ in range(steps):
-        values = keep * values + move * neighbour_sum(values, channels)
+        values = anchor + move * neighbour_sum(values, channels)
     return values
 
 
@@ -170,6 +206,8 @@ class UNetCICM(nn.Module):
             seen = push_pull_fill(image, hole)
         elif self.config.hole_fill == "smooth-push-pull":
             seen = push_pull_fill(image, hole, smoothing=SMOOTHING_STEPS)
+        elif self.config.hole_fill == "harmonic":
+            seen = harmonic_fill(image, hole)
         else:
             seen = image * (1.0 - hole)
         x = self.stem(torch.cat([seen, hole], dim=1))

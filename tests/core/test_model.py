@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cicm_deploy.config import ConfigError, MemoryConfig, ModelConfig, preset
-from cicm_deploy.model import UNetCICM, complete_regions, corrupted_ratio, push_pull_fill
+from cicm_deploy.model import UNetCICM, complete_regions, corrupted_ratio, harmonic_fill, push_pull_fill
 from cicm_deploy.reference import augment_reference
 
 TINY = preset("tiny")
@@ -183,21 +184,78 @@ def test_smooth_push_pull_keeps_known_pixels_and_approaches_the_harmonic_fill():
     assert smooth.min() >= 0.0 and smooth.max() <= 1.0  # a mean of known colours never overshoots
 
 
+def _exact_harmonic(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Laplace's equation in the hole with the known pixels as boundary: a sparse direct solve."""
+    import numpy as np
+
+    sparse = pytest.importorskip("scipy.sparse", reason="scipy (with the [eval] extra) solves the exact reference")
+    from scipy.sparse.linalg import spsolve
+
+    free = hole[0, 0].numpy() > 0.5
+    height, width = free.shape
+    index = -np.ones(free.shape, dtype=np.int64)
+    index[free] = np.arange(free.sum())
+    values = image[0].double().numpy().reshape(3, -1).T  # [H*W, 3]
+    rows, cols, data = [], [], []
+    rhs = np.zeros((int(free.sum()), 3))
+    for y, x in zip(*np.nonzero(free)):
+        me = index[y, x]
+        neighbours = [(y + dy, x + dx) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))
+                      if 0 <= y + dy < height and 0 <= x + dx < width]
+        rows.append(me), cols.append(me), data.append(float(len(neighbours)))
+        for ny, nx in neighbours:
+            if free[ny, nx]:
+                rows.append(me), cols.append(index[ny, nx]), data.append(-1.0)
+            else:
+                rhs[me] += values[ny * width + nx]
+    matrix = sparse.csc_matrix((data, (rows, cols)), shape=(len(rhs), len(rhs)))
+    solution = values.copy()
+    solution[free.reshape(-1)] = spsolve(matrix, rhs)
+    return torch.from_numpy(solution.T.reshape(1, 3, height, width)).float()
+
+
+def test_harmonic_fill_keeps_known_pixels_and_approaches_the_exact_solution():
+    import numpy as np
+
+    from cicm_deploy.train.masks import sample_mask
+
+    torch.manual_seed(0)
+    image = F.interpolate(torch.rand(1, 3, 8, 8), size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
+    for seed in range(2):  # free-form strokes and boxes, as in training and evaluation
+        hole = torch.from_numpy(sample_mask(64, 64, np.random.default_rng(seed))).float()[None, None]
+        fast, exact = harmonic_fill(image, hole), _exact_harmonic(image, hole)
+        known = hole.expand_as(image) == 0
+        inside = ~known
+        torch.testing.assert_close(fast[known], image[known])
+        assert fast.min() >= image.min() and fast.max() <= image.max()  # means of known colours never overshoot
+        error = (fast - exact)[inside].abs().mean()
+        smooth_error = (push_pull_fill(image, hole, smoothing=8) - exact)[inside].abs().mean()
+        plain_error = (push_pull_fill(image, hole) - exact)[inside].abs().mean()
+        assert error < 0.03 and error < 0.7 * smooth_error < 0.7 * plain_error, (error, smooth_error, plain_error)
+    # a linear ramp is harmonic: the fill reproduces it closely
+    ramp = torch.linspace(0.0, 1.0, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous()
+    ramp_hole = torch.zeros(1, 1, 32, 32)
+    ramp_hole[:, :, 8:24, 6:26] = 1.0
+    assert (harmonic_fill(ramp, ramp_hole) - ramp).abs().max() < 0.05
+    assert torch.isfinite(harmonic_fill(image, torch.ones(1, 1, 64, 64))).all()  # nothing known: no NaN
+
+
 def test_residual_output_starts_at_the_hole_fill():
     torch.manual_seed(0)
     image, mask = inputs(b=2, h=32, w=32)
-    for fill in ("push-pull", "smooth-push-pull"):
+    hole = (mask > 0.5).float()
+    fills = {"push-pull": push_pull_fill(image, hole), "smooth-push-pull": push_pull_fill(image, hole, smoothing=8),
+             "harmonic": harmonic_fill(image, hole)}
+    for fill, expected in fills.items():
         model = UNetCICM(preset("tiny").replace(output="residual", hole_fill=fill))
-        smoothing = 8 if fill == "smooth-push-pull" else 0
-        expected = push_pull_fill(image, (mask > 0.5).float(), smoothing=smoothing).clamp(0, 1)
-        torch.testing.assert_close(model(image, mask).prediction, expected)
+        torch.testing.assert_close(model(image, mask).prediction, expected.clamp(0, 1))
     with pytest.raises(ConfigError, match="output must be one of direct, residual"):
         preset("tiny").replace(output="sum")
 
 
-def test_default_presets_use_push_pull_and_run():
+def test_default_presets_use_the_harmonic_fill_and_run():
     for name in ("default", "default-unet"):
         cfg = preset(name)
-        assert cfg.hole_fill in ("push-pull", "smooth-push-pull") and cfg.output == "residual"
+        assert cfg.hole_fill == "harmonic" and cfg.output == "residual"
         out = UNetCICM(cfg)(*inputs(b=1, h=24, w=40))
         assert torch.isfinite(out.composite).all()

@@ -190,7 +190,7 @@ def test_existing_output_needs_force(routed_checkpoint, tmp_path):
         export_bundle(routed_checkpoint, tmp_path / "b")
 
 
-@pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull"])
+@pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull", "harmonic"])
 def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill):
     torch.manual_seed(0)
     model = UNetCICM(preset("tiny").replace(output="residual", hole_fill=hole_fill))
