@@ -80,6 +80,27 @@ def section_ort(lines: list[str]) -> None:
     lines.append("")
 
 
+def section_fill(lines: list[str]) -> None:
+    data = load("hole_fill")
+    lines += ["## Hole fills: quality and cost", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+        return
+    lines += [f"{data['date']}, {data['device']}, {data['threads']} threads, one {data['size']}² frame; command: "
+              f"`{data['command']}`.", ""]
+    if "quality" in data:
+        bins = [b for b in data["quality"]["harmonic"] if b != "all"]
+        lines += ["| fill | " + " | ".join(f"PSNR {b}" for b in bins) + " |", "|---|" + "---|" * len(bins)]
+        lines += [f"| {name} | " + " | ".join(f"{q[b]['psnr']:.2f}" for b in bins) + " |"
+                  for name, q in data["quality"].items()]
+        lines.append("")
+    lines += ["| fill | PyTorch eager ms | onnxruntime ms |", "|---|---|---|"]
+    names = dict.fromkeys(key.rsplit(" ", 1)[0] for key in data["timing"])
+    lines += [f"| {name} | {data['timing'][name + ' pytorch']['median_ms']:.2f} | "
+              f"{data['timing'][name + ' onnxruntime']['median_ms']:.2f} |" for name in names]
+    lines.append("")
+
+
 def section_train(lines: list[str]) -> None:
     data = load("train_cost")
     lines += ["## Training: cost of the memory update (target <= 10 % of a step)", ""]
@@ -135,7 +156,7 @@ def main() -> None:
              "comparisons (PyTorch eager FP32 vs FP16 vs torch.compile vs CUDA graphs, the fused CICM "
              "kernel vs the eager block, whole-model latency on an H100-class GPU) are not measured yet; "
              "the CPU results stand alone.", ""]
-    for section in (section_bench, section_ort, section_stream, section_train, section_memory):
+    for section in (section_bench, section_ort, section_fill, section_stream, section_train, section_memory):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {HERE / 'README.md'}")

@@ -2,7 +2,8 @@
 
 Exports the model (FP32, standard-op routing) to a temporary bundle, then times both backends
 on the same image and mask, with the same thread count, alternating rounds so that machine noise
-hits both alike. Reports medians and the ratio. Writes JSON and markdown to benchmarks/results/.
+hits both alike (each round's block starts with one untimed call: both runtimes' worker threads
+spin for a while after a call, and on a 2-core machine they would steal the other's cores). Reports medians and the ratio. Writes JSON and markdown to benchmarks/results/.
 
     python benchmarks/ort_vs_torch.py [--preset paper] [--checkpoint CKPT] [--size 256] [--batch 1]
 """
@@ -97,6 +98,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"pytorch_eager": [], "onnxruntime": []}
         for _ in range(args.rounds):
             for name, call in (("pytorch_eager", torch_call), ("onnxruntime", ort_call)):
+                call()  # untimed: lets the other runtime's spinning worker threads go idle first
                 for _ in range(args.iterations):
                     start = time.perf_counter()
                     call()

@@ -8,8 +8,8 @@ default, paper Fig. 1a allows several), with a gamma head (3x3 conv + sigmoid) t
 corrupted ratio of each position. With ``cicm_levels=()`` this is the plain UNet.
 
 Input: image [B, 3, H, W] in [0, 1] and mask [B, 1, H, W] with 1 = hole; H and W multiples of
-``config.stride``. The network sees the image with its holes zeroed (the paper) or filled by
-push-pull interpolation (``hole_fill="push-pull"``, the default model), plus the mask. The output
+``config.stride``. The network sees the image with its holes zeroed (the paper) or filled from
+the known pixels (``hole_fill="harmonic"``, the default model; ``harmonic_fill``), plus the mask. The output
 is ``sigmoid(head)`` (the paper) or, with ``output="residual"`` (the default model), the hole fill
 plus a correction from a zero-initialised head, clamped to [0, 1].
 """

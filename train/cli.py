@@ -138,7 +138,7 @@ def _predictor(target: Path) -> tuple[str, Any]:
 @click.option("--size", default=256, show_default=True, help="Evaluation crop side.")
 @click.option("--per-bin", default=8, show_default=True, help="Masks per hole-ratio bin (0-20/20-40/40-60 %).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="Also evaluate OpenCV's Telea and Navier-Stokes inpainting.")
+              help="Also evaluate OpenCV's Telea and Navier-Stokes inpainting and the exact harmonic fill.")
 @click.option("--name", "names", multiple=True, help="Label for each target, in order (default: file names).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports/quality"), show_default=True,
               help="Report path without suffix: writes .json, .md and _examples.png.")
@@ -152,7 +152,8 @@ def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_frac
 
     Each TARGET is a checkpoint (run with PyTorch) or a bundle directory (onnxruntime). The
     photos are center crops of the folder's validation split, the masks the fixed seeded
-    evaluation set; OpenCV's Telea and Navier-Stokes run on the same pairs. Writes a JSON and a
+    evaluation set; OpenCV's Telea and Navier-Stokes inpainting and the exact harmonic fill (a
+    sparse solve of Laplace's equation in the hole) run on the same pairs. Writes a JSON and a
     markdown report and a PNG grid of examples (input, mask, each method, ground truth).
     """
     def go() -> None:

@@ -63,6 +63,23 @@ def test_baselines_fill_holes_and_keep_the_rest(photo, hole):
         assert not np.array_equal(out[hole], np.zeros_like(out[hole]))
 
 
+def test_exact_harmonic_solves_laplace_in_the_hole():
+    from cicm_deploy.train.evaluate import exact_harmonic
+
+    ramp = np.tile(np.linspace(0, 250, 40).astype(np.uint8), (30, 1))[..., None].repeat(3, axis=2)
+    hole = np.zeros((30, 40), bool)
+    hole[5:25, 8:30] = True
+    out = exact_harmonic(ramp, hole)
+    assert np.array_equal(out[~hole], ramp[~hole])
+    # a linear ramp is harmonic, so it is its own solution (up to uint8 rounding)
+    assert np.abs(out.astype(int) - ramp.astype(int)).max() <= 1
+    corner = np.zeros_like(hole)
+    corner[0:3, 34:40] = True  # on the border: the missing neighbours are left out (zero flux), not zeros
+    out = exact_harmonic(ramp, corner)
+    assert out[corner].min() >= ramp[0, 33, 0] - 1 and np.array_equal(out[~corner], ramp[~corner])
+    assert np.array_equal(exact_harmonic(ramp, np.zeros_like(hole)), ramp)
+
+
 def test_center_crop():
     image = np.zeros((100, 200, 3), np.uint8)
     assert center_crop(image, 64).shape == (64, 64, 3)
@@ -80,11 +97,11 @@ def test_eval_command(tmp_path, routed_checkpoint, bundles):
                                       "--name", "torch", "--name", "onnx", "-o", str(out), "--examples", "2"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.with_suffix(".json").read_text())
-    assert set(report["summary"]) == {"torch", "onnx", "Telea", "Navier-Stokes"}
+    assert set(report["summary"]) == {"torch", "onnx", "Telea", "Navier-Stokes", "Harmonic (exact)"}
     torch_psnr = report["summary"]["torch"]["all"]["psnr"]
     assert report["summary"]["onnx"]["all"]["psnr"] == pytest.approx(torch_psnr, abs=0.05)
     assert "| torch |" in out.with_suffix(".md").read_text()
-    assert Image.open(out.with_name("report_examples.png")).size == (160 * 7, 18 + 160 * 2)
+    assert Image.open(out.with_name("report_examples.png")).size == (160 * 8, 18 + 160 * 2)
 
 
 def test_demo_with_a_checkpoint(tmp_path, routed_checkpoint):
