@@ -52,11 +52,11 @@ def torch_fill_predictor(name: str):
 
 
 def quality(data_dir: str, per_bin: int) -> dict:
-    from cicm_deploy.train.evaluate import build_eval_set, evaluate, exact_harmonic, navier_stokes, telea
+    from cicm_deploy.train.evaluate import BASELINES, build_eval_set, evaluate
 
     data = build_eval_set(data_dir, size=256, per_bin=per_bin)
     methods = {name: torch_fill_predictor(name) for name in FILLS}
-    methods.update({"exact harmonic": exact_harmonic, "Telea": telea, "Navier-Stokes": navier_stokes})
+    methods.update(BASELINES)  # Telea, Navier-Stokes, the exact harmonic fill
     return evaluate(methods, data, progress=False)["summary"]
 
 
