@@ -131,6 +131,22 @@ def _relax(values: torch.Tensor, anchor: torch.Tensor, free: torch.Tensor, steps
     return values
 
 
+def _split_concat_conv(layer: nn.Sequential, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``layer(cat([a, b]))`` for a Conv2d + activation ``layer``, as two convolutions summed.
+
+    Used in exported graphs only: onnxruntime's CPU convolutions run in a blocked channel layout
+    that its Concat does not keep, so the decoder's three skip concatenations cost a layout
+    round trip each (Concat was 9 % of its time on the default model at 256x256); two
+    convolutions and an Add cut its latency by 3-7 % (measured 2026-11-25, 2 threads). Same
+    result up to float rounding.
+    """
+    conv, act = layer[0], layer[1]
+    split = int(a.shape[1])
+    y = F.conv2d(a, conv.weight[:, :split], None, conv.stride, conv.padding)
+    y = y + F.conv2d(b, conv.weight[:, split:], conv.bias, conv.stride, conv.padding)
+    return act(y)
+
+
 def corrupted_ratio(mask: torch.Tensor, level: int, region_size: int = 1) -> torch.Tensor:
     """Ground-truth corrupted ratio per position of ``level``: the hole fraction of its pixels.
 
@@ -220,9 +236,13 @@ class UNetCICM(nn.Module):
             x = self._augment(level, x, hole, out)
             skips.append(x)
         skips.pop()  # the bottleneck itself
+        exporting = torch.onnx.is_in_onnx_export()
         for block in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            x = block(torch.cat([x, skips.pop()], dim=1))
+            if exporting:
+                x = block[1](_split_concat_conv(block[0], x, skips.pop()))
+            else:
+                x = block(torch.cat([x, skips.pop()], dim=1))
         if self.config.output == "residual":
             prediction = (seen + self.head(x)).clamp(0.0, 1.0)
         else:
