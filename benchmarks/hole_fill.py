@@ -4,7 +4,8 @@ Quality (with --data): PSNR/SSIM of each fill alone (the composite of the fill a
 pixels) on the evaluation pairs of `cicm-deploy eval` (same seed, crops and masks), next to the
 exact harmonic solution (a sparse direct solve of Laplace's equation in the hole) and OpenCV's
 Telea and Navier-Stokes. Cost: each fill alone on one 256x256 frame, in PyTorch CPU eager and
-exported to ONNX in onnxruntime CPU, alternating rounds (each block starts with one untimed call).
+exported to ONNX in onnxruntime CPU, alternating rounds (each block starts after a 50 ms pause
+and one untimed call).
 
     python benchmarks/hole_fill.py [--data DIR] [--size 256] [--threads 2] [--rounds 20]
 """
@@ -28,8 +29,10 @@ from torch import nn
 from cicm_deploy.model import harmonic_fill, push_pull_fill
 
 ROOT = Path(__file__).resolve().parent.parent
-FILLS = {"push-pull": lambda x, h: push_pull_fill(x, h), "smooth-push-pull": lambda x, h: push_pull_fill(x, h, smoothing=8),
-         "harmonic": harmonic_fill}
+# As the default model calls them: sides are multiples of its stride 8 (--size must be too).
+FILLS = {"push-pull": lambda x, h: push_pull_fill(x, h, even_levels=3),
+         "smooth-push-pull": lambda x, h: push_pull_fill(x, h, smoothing=8, even_levels=3),
+         "harmonic": lambda x, h: harmonic_fill(x, h, even_levels=3)}
 
 
 class FillModule(nn.Module):
@@ -92,7 +95,8 @@ def timing(size: int, threads: int, rounds: int, iterations: int) -> dict[str, d
     times: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(rounds):
         for key, call in calls.items():
-            call()  # untimed: the other backend's threads have gone idle
+            time.sleep(0.05)  # the other runtime's worker threads stop spinning (these calls are short)
+            call()  # untimed
             for _ in range(iterations):
                 start = time.perf_counter()
                 call()
@@ -111,6 +115,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hole_fill")
     args = parser.parse_args()
+    if args.size % 8:
+        parser.error("--size must be a multiple of 8 (the default model's stride)")
 
     report = {"date": datetime.date.today().isoformat(), "device": f"CPU {platform.machine()}", "threads": args.threads,
               "size": args.size, "versions": {n: metadata.version(n) for n in ("torch", "onnxruntime")},

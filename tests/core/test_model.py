@@ -240,6 +240,14 @@ def test_harmonic_fill_keeps_known_pixels_and_approaches_the_exact_solution():
     assert torch.isfinite(harmonic_fill(image, torch.ones(1, 1, 64, 64))).all()  # nothing known: no NaN
 
 
+def test_even_levels_pool_without_ceil_mode_and_change_nothing():
+    torch.manual_seed(0)
+    for shape in ((2, 3, 64, 96), (1, 3, 24, 40), (1, 3, 8, 72)):  # multiples of 8: odd sides from level 3 on
+        image, hole = torch.rand(*shape), (torch.rand(shape[0], 1, *shape[2:]) > 0.5).float()
+        assert torch.equal(harmonic_fill(image, hole), harmonic_fill(image, hole, even_levels=3))
+        assert torch.equal(push_pull_fill(image, hole, smoothing=8), push_pull_fill(image, hole, smoothing=8, even_levels=3))
+
+
 def test_residual_output_starts_at_the_hole_fill():
     torch.manual_seed(0)
     image, mask = inputs(b=2, h=32, w=32)
