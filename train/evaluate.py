@@ -47,24 +47,24 @@ def navier_stokes(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(image, mask.astype(np.uint8) * 255, 3, cv2.INPAINT_NS)
 
 
-def exact_harmonic(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The harmonic fill, solved exactly: Laplace's equation (5-point stencil) in the hole with the
-    known pixels as boundary, one sparse direct solve per image (all three channels at once)."""
+def harmonic_solution(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Laplace's equation (5-point stencil) solved exactly in ``hole`` [H, W] (bool), the other
+    pixels of ``values`` [H, W, C] as boundary; neighbours outside the image are left out. One
+    sparse direct solve for all channels. Returns float64 [H, W, C]."""
     import scipy.sparse
     from scipy.sparse.linalg import spsolve
 
-    hole = mask.astype(bool)
+    height, width, channels = values.shape
+    flat = values.reshape(-1, channels).astype(np.float64)
     if not hole.any():
-        return image.copy()
-    height, width = hole.shape
+        return flat.reshape(values.shape)
     index = -np.ones(hole.shape, dtype=np.int64)
     index[hole] = np.arange(int(hole.sum()))
-    values = image.reshape(-1, 3).astype(np.float64)
     ys, xs = np.nonzero(hole)
     me_all = index[ys, xs]
     degree = np.zeros(len(ys))
     rows, cols, data = [], [], []
-    rhs = np.zeros((len(ys), 3))
+    rhs = np.zeros((len(ys), channels))
     for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         ny, nx = ys + dy, xs + dx
         inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
@@ -72,13 +72,18 @@ def exact_harmonic(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         me, ny, nx = me_all[inside], ny[inside], nx[inside]
         free = hole[ny, nx]
         rows.append(me[free]), cols.append(index[ny[free], nx[free]]), data.append(-np.ones(int(free.sum())))
-        np.add.at(rhs, me[~free], values[ny[~free] * width + nx[~free]])
+        np.add.at(rhs, me[~free], flat[ny[~free] * width + nx[~free]])
     rows.append(me_all), cols.append(me_all), data.append(degree)
     matrix = scipy.sparse.csc_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
                                      shape=(len(ys), len(ys)))
-    out = values.copy()
-    out[hole.reshape(-1)] = spsolve(matrix, rhs)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(image.shape)
+    out = flat.copy()
+    out[hole.reshape(-1)] = spsolve(matrix, rhs).reshape(len(ys), channels)
+    return out.reshape(values.shape)
+
+
+def exact_harmonic(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The harmonic fill, solved exactly (``harmonic_solution``), as a uint8 predictor."""
+    return np.clip(harmonic_solution(image, mask.astype(bool)) + 0.5, 0, 255).astype(np.uint8)
 
 
 BASELINES: dict[str, Predictor] = {"Telea": telea, "Navier-Stokes": navier_stokes, "Harmonic (exact)": exact_harmonic}

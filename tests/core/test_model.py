@@ -184,46 +184,23 @@ def test_smooth_push_pull_keeps_known_pixels_and_approaches_the_harmonic_fill():
     assert smooth.min() >= 0.0 and smooth.max() <= 1.0  # a mean of known colours never overshoots
 
 
-def _exact_harmonic(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    """Laplace's equation in the hole with the known pixels as boundary: a sparse direct solve."""
-    import numpy as np
-
-    sparse = pytest.importorskip("scipy.sparse", reason="scipy (with the [eval] extra) solves the exact reference")
-    from scipy.sparse.linalg import spsolve
-
-    free = hole[0, 0].numpy() > 0.5
-    height, width = free.shape
-    index = -np.ones(free.shape, dtype=np.int64)
-    index[free] = np.arange(free.sum())
-    values = image[0].double().numpy().reshape(3, -1).T  # [H*W, 3]
-    rows, cols, data = [], [], []
-    rhs = np.zeros((int(free.sum()), 3))
-    for y, x in zip(*np.nonzero(free)):
-        me = index[y, x]
-        neighbours = [(y + dy, x + dx) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))
-                      if 0 <= y + dy < height and 0 <= x + dx < width]
-        rows.append(me), cols.append(me), data.append(float(len(neighbours)))
-        for ny, nx in neighbours:
-            if free[ny, nx]:
-                rows.append(me), cols.append(index[ny, nx]), data.append(-1.0)
-            else:
-                rhs[me] += values[ny * width + nx]
-    matrix = sparse.csc_matrix((data, (rows, cols)), shape=(len(rhs), len(rhs)))
-    solution = values.copy()
-    solution[free.reshape(-1)] = spsolve(matrix, rhs)
-    return torch.from_numpy(solution.T.reshape(1, 3, height, width)).float()
-
-
 def test_harmonic_fill_keeps_known_pixels_and_approaches_the_exact_solution():
     import numpy as np
 
     from cicm_deploy.train.masks import sample_mask
 
+    pytest.importorskip("scipy.sparse", reason="scipy (with the [eval] extra) solves the exact reference")
+    from cicm_deploy.train.evaluate import harmonic_solution
+
+    def solve(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        solved = harmonic_solution(image[0].permute(1, 2, 0).numpy(), hole[0, 0].numpy() > 0.5)
+        return torch.from_numpy(solved).permute(2, 0, 1)[None].float()
+
     torch.manual_seed(0)
     image = F.interpolate(torch.rand(1, 3, 8, 8), size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
     for seed in range(2):  # free-form strokes and boxes, as in training and evaluation
         hole = torch.from_numpy(sample_mask(64, 64, np.random.default_rng(seed))).float()[None, None]
-        fast, exact = harmonic_fill(image, hole), _exact_harmonic(image, hole)
+        fast, exact = harmonic_fill(image, hole), solve(image, hole)
         known = hole.expand_as(image) == 0
         inside = ~known
         torch.testing.assert_close(fast[known], image[known])
