@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cicm_deploy.export.bundle import export_bundle
+from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
 
 from cicm_deploy.checkpoint import load_model, save_checkpoint
 from cicm_deploy.config import preset
-from cicm_deploy.export.bundle import export_bundle
 from cicm_deploy.model import UNetCICM
-from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 
