@@ -82,6 +82,12 @@ def diversify_memory(model, seed: int = 0) -> None:
                 memory.sets.copy_(pick[num_sets:num_sets + num_sets * set_size].reshape(num_sets, set_size, -1) * 3.0)
 
 
+@pytest.fixture
+def diversified():
+    """diversify_memory, for tests that build their own model."""
+    return diversify_memory
+
+
 @pytest.fixture(scope="session")
 def routed_checkpoint(tmp_path_factory):
     """A tiny checkpoint whose memory routes diversely (see diversify_memory)."""

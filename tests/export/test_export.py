@@ -143,21 +143,30 @@ def test_static_export(routed_checkpoint, tmp_path):
 @pytest.mark.parametrize("changes", [{"memory_mode": "anchor_only"}, {"memory_mode": "merged"},
                                      {"memory_region_size": 2}, {"cicm_levels": ()},
                                      {"memory_augment_scope": "top50", "memory_gamma_convention": "printed"}])
-def test_variants_export_with_onnx_routing(tmp_path, changes):
+def test_variants_export_with_onnx_routing(tmp_path, changes, diversified):
     torch.manual_seed(0)
     model = UNetCICM(preset("tiny").replace(**changes))
+    diversified(model)
     ckpt = save_checkpoint(tmp_path / "v.pt", model)
     result = export_bundle(ckpt, tmp_path / "b")
     assert result.parity.passed, "\n".join(result.parity.lines())
     assert result.manifest["ops_outside_tensorrt_parser"] == []
+    if changes.get("memory_mode") != "merged" and changes.get("cicm_levels") != ():  # these do not route
+        assert routes_used(result.path) >= 3  # routing parity is not trivially true
 
 
-def test_plugin_routing_with_top_k(tmp_path):
+def routes_used(bundle) -> int:
+    return len(np.unique(np.concatenate([g.route.ravel() for g in open_bundle(bundle).goldens()])))
+
+
+def test_plugin_routing_with_top_k(tmp_path, diversified):
     torch.manual_seed(0)
     model = UNetCICM(preset("tiny").replace(memory_augment_scope="top50"))
+    diversified(model)
     ckpt = save_checkpoint(tmp_path / "v.pt", model)
     result = export_bundle(ckpt, tmp_path / "b", routing="plugin")
-    assert result.parity.passed
+    assert result.parity.passed, "\n".join(result.parity.lines())
+    assert routes_used(result.path) >= 3
     node = [n for n in onnx.load(str(result.path / "model.onnx")).graph.node if n.op_type == CICM_AUGMENT.name][0]
     assert {a.name: a.i for a in node.attribute if a.name == "top_k"} == {"top_k": 4}
 
@@ -191,12 +200,38 @@ def test_existing_output_needs_force(routed_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull", "harmonic"])
-def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill):
+def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill, diversified):
     torch.manual_seed(0)
     model = UNetCICM(preset("tiny").replace(output="residual", hole_fill=hole_fill))
     torch.nn.init.normal_(model.head.weight, std=0.05)  # a trained correction, not the zero start
+    diversified(model)
     ckpt = save_checkpoint(tmp_path / "v.pt", model)
-    for fp16 in (False, True):
-        result = export_bundle(ckpt, tmp_path / f"b{fp16}", fp16=fp16)
-        assert result.parity.passed, "\n".join(result.parity.lines())
-        assert result.manifest["ops_outside_tensorrt_parser"] == []
+    result = export_bundle(ckpt, tmp_path / "fp32")
+    assert result.parity.passed, "\n".join(result.parity.lines())  # routes identical
+    assert routes_used(result.path) >= 3
+    assert result.manifest["ops_outside_tensorrt_parser"] == []
+    result = export_bundle(ckpt, tmp_path / "fp16", fp16=True, check=False)
+    assert_fp16_matches_up_to_route_ties(model, result.path)
+    assert result.manifest["ops_outside_tensorrt_parser"] == []
+
+
+def assert_fp16_matches_up_to_route_ties(model, bundle, tie=0.03) -> None:
+    """FP16 image PSNR >= 45 dB on the goldens, and a route may differ from PyTorch FP32 only where
+    the best two anchors' scores lie within ``tie`` (relative) of each other. An untrained model
+    with spread-out routes has far more near-ties than a trained one (the shipped model agrees on
+    100 % of routes), so the 99.9 % agreement of the contract is checked on those, and here the
+    stronger property: FP16 feature error flips near-ties and nothing else."""
+    model.eval()
+    memory = model.memories["3"]
+    with OnnxRuntimeBackend(bundle) as runtime:
+        for g in runtime.bundle.goldens():
+            out = runtime.run({"image": g.image, "mask": g.mask})
+            psnr = 10 * np.log10(1.0 / np.mean((out["inpainted"] - g.inpainted) ** 2))
+            assert psnr >= 45, f"{g.name}: PSNR {psnr:.1f} dB"
+            flips = out["route"] != g.route
+            with torch.no_grad():
+                feats = model(torch.from_numpy(g.image), torch.from_numpy(g.mask)).features["3"]
+                scores = torch.einsum("bchw,lc->bhwl", feats.double(), memory.anchors.double())
+            top = scores.topk(2, dim=-1).values.numpy()
+            gap = (top[..., 0] - top[..., 1]) / np.maximum(np.abs(top[..., 0]), 1e-12)
+            assert (gap[flips] < tie).all(), f"{g.name}: routes differ away from ties: gaps {np.sort(gap[flips])}"

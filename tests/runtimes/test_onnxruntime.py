@@ -96,6 +96,7 @@ def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkey
     ("json", "is not valid JSON"),
     ("checker", "fails the ONNX checker"),
     ("file", "is a file"),
+    ("checkpoint", "is a file"),
 ])
 def test_bundle_errors(bundles, tmp_path, damage, message):
     path = copy_bundle(bundles, tmp_path)
@@ -117,10 +118,16 @@ def test_bundle_errors(bundles, tmp_path, damage, message):
         (path / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "file":
         path = path / "model.onnx"
+    elif damage == "checkpoint":
+        path = tmp_path / "model.pt"
+        path.write_bytes(b"not really a checkpoint")
     with pytest.raises(BundleError, match=message):
         open_bundle(path)
     result = CliRunner().invoke(cli, ["parity", str(path)])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and message.split()[0] in result.output
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and message in result.output, result.output
+    if damage in ("file", "checkpoint"):  # says what the file is and what to pass instead
+        assert ("an ONNX model" if damage == "file" else "a PyTorch checkpoint") in result.output
+        assert "pass the bundle directory" in result.output
 
 
 def test_parity_fails_when_outputs_drift(bundles, tmp_path):
