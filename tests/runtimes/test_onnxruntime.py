@@ -160,14 +160,27 @@ def test_parity_command_passes_and_writes_json(bundles, tmp_path, precision, rou
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_polygraphy_cli_recipe(bundles, tmp_path, precision):
-    """The README's `polygraphy run` recipe, run as a user would."""
+    """The README's `polygraphy run` recipe, run as a user would; its own outputs (saved with
+    --save-outputs) then meet the full contract, PSNR included, which the CLI cannot compute."""
+    from polygraphy.comparator import RunResults
+
     bundle = open_bundle(bundles(precision, "onnx").path)
     paths = save_polygraphy_data(bundle, tmp_path)
-    command = polygraphy_command(bundle, *paths)
+    command = polygraphy_command(bundle, *paths) + ["--save-outputs", str(tmp_path / "run.json")]
     command[0] = str(Path(sys.executable).parent / "polygraphy")
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "PASSED" in done.stdout + done.stderr
+    (_, iterations), = RunResults.load(str(tmp_path / "run.json")).items()
+    goldens = bundle.goldens()
+    assert len(iterations) == len(goldens)
+    for result, golden in zip(iterations, goldens):
+        error = np.abs(np.asarray(result["inpainted"]) - golden.inpainted)
+        agreement = np.mean(np.asarray(result["route"]) == golden.route)
+        if precision == "fp32":
+            assert error.max() <= 1e-4 and agreement == 1.0
+        else:
+            assert 10 * np.log10(1.0 / np.mean(error ** 2)) >= 45 and agreement >= 0.999
 
 
 def test_run_command_reads_and_writes_npz(bundles, tmp_path):

@@ -22,6 +22,18 @@ needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="TensorRT for RTX is not installed (pip install 'cicm-deploy[rtx]')")
 
 
+def gpu_present() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+no_gpu = pytest.mark.skipif(gpu_present(), reason="a GPU is present: this checks the error a GPU-less machine gives "
+                                                  "(the `trt` tests cover the GPU)")
+
+
 @pytest.fixture(scope="module")
 def rtx_engine(bundles, tmp_path_factory):
     engine = tmp_path_factory.mktemp("engine") / "model.engine"
@@ -47,6 +59,7 @@ def edit_sidecar(engine: Path, **changes) -> None:
 
 
 @needs_rtx
+@no_gpu
 def test_no_gpu_is_a_clear_error(rtx_engine):
     runtime = TensorRTBackend(rtx_engine)
     assert runtime.bundle.precision == "fp16"
@@ -86,6 +99,7 @@ def test_missing_engine_and_sidecar(tmp_path):
 
 
 @needs_rtx
+@no_gpu
 def test_cli_engine_paths_fail_cleanly_without_gpu(rtx_engine, bundles, tmp_path, photo, hole):
     from cicm_deploy.images import save_image, save_mask
 
@@ -101,20 +115,18 @@ def test_cli_engine_paths_fail_cleanly_without_gpu(rtx_engine, bundles, tmp_path
 
 
 @pytest.mark.trt
-def test_tensorrt_parity_on_gpu(bundles, tmp_path):
-    """On a machine with a GPU and TensorRT: build an engine per routing mode and pass parity."""
+@pytest.mark.parametrize("precision,routing", [("fp32", "onnx"), ("fp16", "onnx"), ("fp32", "plugin"), ("fp16", "plugin")])
+def test_tensorrt_parity_on_gpu(bundles, tmp_path, precision, routing):
+    """On a machine with a GPU and TensorRT: build an engine per precision and routing mode and pass parity."""
     from cicm_deploy.runtimes.parity import check_parity
     from cicm_deploy.runtimes.tensorrt_build import build_engine
-
     from cicm_deploy.runtimes.tensorrt_plugin import find_kernel_library
 
-    cases = [("fp32", "onnx"), ("fp16", "onnx")]
-    if find_kernel_library() is not None:  # the plugin needs the compiled CUDA kernel (runtimes/plugin)
-        cases.append(("fp16", "plugin"))
-    for precision, routing in cases:
-        engine = tmp_path / f"{precision}_{routing}.engine"
-        build_engine(bundles(precision, routing).path, engine, max_shape=(8, 256, 256))
-        with TensorRTBackend(engine) as runtime:
-            report = check_parity(runtime)
-        assert report.passed, "\n".join(report.lines())
-        assert np.isfinite([o.max_abs for o in report.outputs]).all()
+    if routing == "plugin" and find_kernel_library() is None:
+        pytest.skip("trt: the CICMAugment plugin needs the CUDA kernel library; build it first (runtimes/plugin/README.md)")
+    engine = tmp_path / f"{precision}_{routing}.engine"
+    build_engine(bundles(precision, routing).path, engine, max_shape=(8, 256, 256))
+    with TensorRTBackend(engine) as runtime:
+        report = check_parity(runtime)
+    assert report.passed, "\n".join(report.lines())
+    assert np.isfinite([o.max_abs for o in report.outputs]).all()
