@@ -57,9 +57,34 @@ def test_stream_static_and_per_frame_masks(bundles, frames, masks):
         assert all(np.array_equal(a, inpaint(f, m)) for a, f, m in zip(per_frame, frames, masks))
         with pytest.raises(ValueError, match="fewer masks than frames"):
             list(inpaint.stream(frames, masks[:2], batch_size=2))
-        early = inpaint.stream(iter(frames * 50), masks[0], batch_size=2, queue_size=1)
+        source = CountingFrames(frames * 50)
+        early = inpaint.stream(source, masks[0], batch_size=2, queue_size=1)
         next(early)
         early.close()  # the reader thread stops instead of decoding the rest
+        assert_reader_stopped(source, batch_size=2, queue_size=1, workers=1)
+
+
+class CountingFrames:
+    """An iterator over frames that counts how many were taken (a decoder's work)."""
+
+    def __init__(self, frames):
+        self.frames, self.taken = list(frames), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.taken == len(self.frames):
+            raise StopIteration
+        self.taken += 1
+        return self.frames[self.taken - 1]
+
+
+def assert_reader_stopped(source: CountingFrames, batch_size: int, queue_size: int, workers: int) -> None:
+    # taken at most: the batches handed out or in flight, the queued ones, the one being filled, one more
+    bound = batch_size * (workers + queue_size + 2) + 1
+    assert source.taken <= bound < len(source.frames), (source.taken, bound)
+    assert not [t for t in threading.enumerate() if t.name == "cicm-stream-reader"]
 
 
 def test_workers_stream_in_order_and_match_one_worker(bundles, frames, masks):
@@ -71,9 +96,11 @@ def test_workers_stream_in_order_and_match_one_worker(bundles, frames, masks):
         streamed = list(three.stream(frames * 3, masks[0], batch_size=2))
         assert [np.array_equal(a, b) for a, b in zip(streamed, expected * 3)] == [True] * (3 * len(frames))
         assert all(np.array_equal(a, b) for a, b in zip(three.batch(frames, masks), expected_batches))
-        early = three.stream(iter(frames * 50), masks[0], batch_size=1, queue_size=1)
+        source = CountingFrames(frames * 50)
+        early = three.stream(source, masks[0], batch_size=1, queue_size=1)
         next(early)
         early.close()  # in-flight batches finish, the reader stops
+        assert_reader_stopped(source, batch_size=1, queue_size=1, workers=3)
         with pytest.raises(ValueError, match="fewer masks than frames"):
             list(three.stream(frames, masks[:2], batch_size=1))
 
@@ -140,7 +167,65 @@ def test_video_command_with_mask_and_boxes(tmp_path, frames, masks, bundles):
     result = CliRunner().invoke(cli, ["video", str(clip), str(out2), "--boxes", str(boxes), "--model",
                                       str(bundles("fp32", "onnx").path), "--batch", "2"])
     assert result.exit_code == 0, result.output
-    assert count_frames(out2) == len(frames)
+    from cicm_deploy.video import read_frames
+
+    source, written = list(read_frames(clip)), list(read_frames(out2))
+    assert len(written) == len(frames)
+    box = np.zeros(frames[0].shape[:2], bool)
+    box[5:18, 5:20] = True
+    for index, (before, after) in enumerate(zip(source, written)):
+        change = np.abs(before.astype(int) - after.astype(int)).mean(axis=2)
+        outside = change[~box].mean()  # codec noise only
+        assert outside < 6, (index, outside)
+        if index in (0, 3):  # the boxes' frames: the box was inpainted
+            assert change[box].mean() > 3 * outside + 5, (index, change[box].mean(), outside)
+        else:  # the other frames: no box, nothing inpainted there either
+            assert change[box].mean() < outside + 3, (index, change[box].mean(), outside)
+
+
+def test_boxes_file_and_masks(tmp_path):
+    from cicm_deploy.video import VideoError, boxes_mask, load_boxes
+
+    path = tmp_path / "boxes.jsonl"
+    path.write_text('{"frame": 0, "boxes": [[5, 5, 20, 18]]}\n\n{"frame": 3, "boxes": [[50, 30, 70, 50]]}\n'
+                    '{"frame": 0, "boxes": [[-4, 0, 2, 3]]}\n')
+    boxes = load_boxes(path, 56, 40)
+    assert boxes == {0: [(5, 5, 20, 18), (-4, 0, 2, 3)], 3: [(50, 30, 70, 50)]}  # lines for one frame add up
+    mask = boxes_mask(boxes[0], 56, 40)
+    expected = np.zeros((40, 56), bool)
+    expected[5:18, 5:20] = True  # [x0, y0, x1, y1): x is the column, the end is exclusive
+    expected[0:3, 0:2] = True  # clipped at the frame's edge
+    assert np.array_equal(mask, expected)
+    edge = boxes_mask(boxes[3], 56, 40)
+    assert edge.sum() == 10 * 6 and edge[30:, 50:].all()
+    assert not boxes_mask(boxes.get(1, []), 56, 40).any()  # a frame without an entry keeps every pixel
+    path.write_text('{"frame": 2, "boxes": [[1, 2, 3]]}')
+    with pytest.raises(VideoError, match="is not \\[x0, y0, x1, y1\\]"):
+        load_boxes(path, 56, 40)
+    path.write_text("frame 2")
+    with pytest.raises(VideoError, match=":1: expected"):
+        load_boxes(path, 56, 40)
+
+
+def test_inpaint_video_hands_each_frame_its_boxes(tmp_path, frames):
+    from cicm_deploy.video import inpaint_video
+
+    class Recorder:
+        def __init__(self):
+            self.masks = []
+
+        def stream(self, source, masks, batch_size):
+            for frame, mask in zip(source, masks):
+                self.masks.append(np.asarray(mask).copy())
+                yield frame
+
+    clip = tmp_path / "in.avi"
+    write_clip(clip, frames)
+    recorder = Recorder()
+    written = inpaint_video(recorder, clip, tmp_path / "out.avi", boxes={0: [(5, 5, 20, 18)], 3: [(50, 30, 70, 50)]})
+    assert written == len(frames) == len(recorder.masks) == count_frames(tmp_path / "out.avi")
+    assert [int(m.sum()) for m in recorder.masks] == [13 * 15, 0, 0, 6 * 10] + [0] * (len(frames) - 4)
+    assert recorder.masks[0][5:18, 5:20].all()
 
 
 def test_video_user_errors(tmp_path, frames, bundles):
