@@ -46,6 +46,29 @@ def test_any_image_loads_correctly_or_fails_cleanly(tmp_path, mode, width, heigh
     assert mask.dtype == np.bool_ and mask.shape == (height, width)
 
 
+@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("L", "PNG"), ("1", "PNG"), ("P", "PNG"), ("CMYK", "TIFF"),
+                                      ("I;16", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("YCbCr", "TIFF"),
+                                      ("RGB", "BMP"), ("L", "TIFF")])
+def test_documented_modes_load_as_pil_converts_them(tmp_path, mode, fmt):
+    """The README's promise: RGB as is; grayscale, palette, CMYK, opaque alpha and 16-bit converted."""
+    rng = np.random.default_rng(7)
+    if mode == "I;16":
+        values = rng.integers(0, 65536, (23, 31), dtype=np.uint16)
+        image = Image.fromarray(values)  # mode I;16
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path / f"x.{fmt.lower()}"
+    image.save(path, format=fmt)
+    rgb = load_image(path)
+    with Image.open(path) as saved:
+        if mode == "I;16":  # 16-bit: 0..65535 onto 0..255, rounded (PIL's own convert would clip)
+            gray = np.rint(np.asarray(saved).astype(np.float64) * 255 / 65535).astype(np.uint8)
+            expected = np.repeat(gray[:, :, None], 3, axis=2)
+        else:
+            expected = np.asarray(saved.convert("RGB"))
+    assert rgb.dtype == np.uint8 and np.array_equal(rgb, expected)
+
+
 @settings(max_examples=80, deadline=None)
 @given(height=st.integers(1, 70), width=st.integers(1, 70), stride=st.sampled_from([1, 2, 8, 16, 24]),
        channels=st.sampled_from([0, 1, 3]))
