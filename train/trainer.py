@@ -216,8 +216,11 @@ class Trainer:
                 "rng": rng_state(self.rng), "world_size": self.world}
 
     def save(self, path: Path) -> Path:
-        return save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
-                               trainer=self._trainer_state())
+        saved = save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
+                                trainer=self._trainer_state())
+        if path.name == "last.pt":
+            self.last_saved_step = self.step
+        return saved
 
     def _resume(self, path: str) -> None:
         data = read_checkpoint(path, map_location=self.device)
@@ -295,6 +298,8 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, disable=not (progress and main), unit="step",
                    dynamic_ncols=True)
         images_seen, started = 0, time.perf_counter()
+        self.last_saved_step: int | None = None
+        poisoned = False  # a non-finite step has already updated the weights: they must not overwrite last.pt
         try:
             while self.step < config.steps:
                 image, mask = self.train_data.batch(self.rng, config.batch_size)
@@ -302,7 +307,12 @@ class Trainer:
                 images_seen += len(image) * self.world
                 rate = images_seen / max(time.perf_counter() - started, 1e-9)
                 if not all(math.isfinite(v) for v in values.values()):
-                    raise FloatingPointError(f"non-finite loss at step {self.step}: {values}")
+                    poisoned = True
+                    kept = (f"{self.out / 'last.pt'} keeps step {self.last_saved_step}" if self.last_saved_step
+                            else "no checkpoint of this run was written before it")
+                    raise FloatingPointError(f"non-finite loss at step {self.step}: {values}; the weights are no "
+                                             f"longer finite and were not saved ({kept}); lower the learning "
+                                             "rate or check the data, then resume from the last checkpoint")
                 record = {"step": self.step, **{k: round(v, 6) for k, v in values.items()},
                           "images_per_s": round(rate, 2)}
                 if config.val_every and self.step % config.val_every == 0 or self.step == config.steps:
@@ -325,6 +335,6 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
-            if main and self.step > 0:
+            if main and self.step > 0 and not poisoned:
                 self.save(self.out / "last.pt")  # nothing lost on Ctrl-C or a crash mid-run
         return self.metrics

@@ -47,6 +47,17 @@ def test_bundle_contract_and_parity(bundles, precision, routing):
         assert image.psnr_db >= 45 and route.agreement >= 0.999
     assert manifest["parity"]["export_check"]["passed"] is True
     assert manifest["ops_outside_tensorrt_parser"] == []
+    # the contract's numbers (DESIGN §3, README "Tolerances"), written out here, not read from the exporter
+    if precision == "fp32":
+        assert manifest["tolerances"] == {"inpainted_max_abs": 1e-4, "route_agreement": 1.0}
+    else:
+        assert manifest["tolerances"] == pytest.approx({"psnr_db": 45.0, "inpainted_mean_abs": 0.0056234,
+                                                        "route_agreement": 0.999}, rel=1e-4)
+    assert manifest["stride"] == 8 and manifest["format_version"] == 1
+    assert {"torch", "onnx", "onnxruntime", "cicm-deploy"} <= set(manifest["versions"])
+    peaks = manifest["largest_fp32_intermediates"]
+    assert peaks and all(p["fp16_headroom"] > 1 and p["max_abs"] * p["fp16_headroom"] == pytest.approx(65504)
+                         for p in peaks)
 
 
 def test_goldens_route_to_several_sets(bundles):

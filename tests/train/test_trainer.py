@@ -93,6 +93,61 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
 
+class StopAt:
+    """Wraps a sampler: at the ``at``-th batch, raise ``error`` (or return NaN images)."""
+
+    def __init__(self, sampler, at: int, error: type[BaseException] | None):
+        self.sampler, self.at, self.error, self.calls = sampler, at, error, 0
+
+    def batch(self, rng, size):
+        self.calls += 1
+        image, mask = self.sampler.batch(rng, size)
+        if self.calls == self.at:
+            if self.error is not None:
+                raise self.error()
+            image = torch.full_like(image, float("nan"))
+        return image, mask
+
+
+def test_interrupt_keeps_the_last_step_and_periodic_checkpoints(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=10, checkpoint_every=2))
+    trainer.train_data = StopAt(trainer.train_data, at=6, error=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(progress=False)
+    run = Path(trainer.config.out)
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_2.pt", "step_4.pt"]
+    _, data = load_model(run / "last.pt")
+    assert data["step"] == 5  # the five finished steps, not lost to Ctrl-C
+    resumed = make_trainer(small_config(tmp_path, steps=7, checkpoint_every=2), resume=str(run / "last.pt"))
+    resumed.fit(progress=False)
+    assert resumed.step == 7 and (run / "step_6.pt").exists()
+
+
+def test_non_finite_loss_stops_without_overwriting_the_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=10, val_every=2))
+    trainer.train_data = StopAt(trainer.train_data, at=4, error=None)  # NaN images at step 4
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 4.*last\.pt keeps step 2"):
+        trainer.fit(progress=False)
+    model, data = load_model(Path(trainer.config.out) / "last.pt")
+    assert data["step"] == 2  # the last save before the bad step (val_every=2), not the poisoned weights
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())
+
+
+def test_train_cli_resumes(tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--preset", "tiny", "--data", PHOTOS, "--out", str(out), "--set", "train.batch_size=2",
+              "--set", "train.crop=32", "--set", "train.cache_side=96", "--set", "train.val_fraction=0.0",
+              "--set", "train.val_images=0", "--set", "train.checkpoint_every=0", "--set", "train.log_every=1"]
+    first = CliRunner().invoke(cli, common + ["--steps", "2"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, common + ["--steps", "3", "--resume", str(out / "last.pt")])
+    assert again.exit_code == 0, again.output
+    _, data = load_model(out / "last.pt")
+    assert data["step"] == 3
+    log = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
