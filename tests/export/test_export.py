@@ -246,3 +246,29 @@ def assert_fp16_matches_up_to_route_ties(model, bundle, tie=0.03) -> None:
             top = scores.topk(2, dim=-1).values.numpy()
             gap = (top[..., 0] - top[..., 1]) / np.maximum(np.abs(top[..., 0]), 1e-12)
             assert (gap[flips] < tie).all(), f"{g.name}: routes differ away from ties: gaps {np.sort(gap[flips])}"
+
+
+def test_export_command_flags(routed_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from cicm_deploy.cli import cli
+
+    out = tmp_path / "static"
+    args = ["export", str(routed_checkpoint), "-o", str(out), "--static", "64x96", "--batch", "2", "--opset", "17",
+            "--no-check"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "wrote" in done.output and "parity:" not in done.output  # --no-check: no parity run
+    proto = onnx.load(str(out / "model.onnx"))
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 64, 96]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "pass --force" in again.output
+    assert CliRunner().invoke(cli, args + ["--force"]).exit_code == 0
+    for bad, message in [(["--static", "64"], "is not HxW"), (["--static", "60x64"], "multiples of the network stride 8"),
+                         (["--batch", "-1"], "batch must be at least 1"), (["--opset", "9"], "opset 9 is not supported"),
+                         (["--routing", "tvm"], "Invalid value for '--routing'")]:
+        done = CliRunner().invoke(cli, ["export", str(routed_checkpoint), "-o", str(tmp_path / "bad"), *bad])
+        assert done.exit_code == 2 and message in done.output, (bad, done.output)
+        assert not (tmp_path / "bad").exists()  # nothing half-written
+    missing = CliRunner().invoke(cli, ["export", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
