@@ -124,12 +124,18 @@ def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} holds a {type(manifest).__name__}, expected a JSON object")
     version = manifest.get("format_version")
+    if version is None:
+        raise BundleError(f"{manifest_path} has no format_version: {path} is not a bundle written by "
+                          "`cicm-deploy export`")
     if version != BUNDLE_FORMAT_VERSION:
         raise BundleError(f"bundle {path} has format_version {version!r}; this cicm-deploy reads version "
                           f"{BUNDLE_FORMAT_VERSION}: re-export it, or use the cicm-deploy version that wrote it")
     for key in ("precision", "routing", "stride", "inputs", "outputs", "tolerances", "files", "parity"):
         if key not in manifest:
             raise BundleError(f"{manifest_path} lacks the field {key!r}; re-export the bundle")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise BundleError(f"{manifest_path}: {problem}; re-export the bundle (the manifest is not meant to be edited)")
     for name in (MODEL_FILE, PARITY_FILE):
         if not (path / name).is_file():
             raise BundleError(f"bundle {path} is missing {name}; re-export it or copy the whole directory")
@@ -143,6 +149,37 @@ def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
                                   f"{expected[:12]}…): the file was modified or truncated; re-export or re-copy it")
         _check_onnx(path / MODEL_FILE)
     return Bundle(path, manifest)
+
+
+TOLERANCE_KEYS = {"fp32": ("inpainted_max_abs",), "fp16": ("psnr_db", "inpainted_mean_abs")}
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a manifest that has every field, or None."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    precision, routing, stride = manifest["precision"], manifest["routing"], manifest["stride"]
+    if precision not in TOLERANCE_KEYS:
+        return f"precision {precision!r} is not one of {', '.join(TOLERANCE_KEYS)}"
+    if routing not in ("onnx", "plugin"):
+        return f"routing {routing!r} is not one of onnx, plugin"
+    if not (isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1):
+        return f"stride {stride!r} is not a positive integer"
+    for key in ("inputs", "outputs"):
+        entries = manifest[key]
+        if not (isinstance(entries, list) and entries and all(isinstance(e, dict) and "name" in e for e in entries)):
+            return f"{key} is {entries!r}, expected a list of {{\"name\": ...}} entries"
+    tolerances = manifest["tolerances"]
+    needed = TOLERANCE_KEYS[precision] + (("route_agreement",) if any(o["name"] == "route" for o in manifest["outputs"]) else ())
+    if not isinstance(tolerances, dict) or not all(number(tolerances.get(k)) for k in needed):
+        return f"tolerances {tolerances!r} lack numeric {', '.join(needed)} for a {precision} bundle"
+    files, parity = manifest["files"], manifest["parity"]
+    if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+        return "files is not a map of file names to sha256 digests"
+    if not (isinstance(parity, dict) and isinstance(parity.get("sets"), list) and isinstance(parity.get("shapes"), list)):
+        return "parity lacks its sets and shapes"
+    return None
 
 
 def _check_onnx(model_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Sequence
 from .base import Runtime
 
 
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 NOT_ENGINES = {".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint", ".pth": "a PyTorch checkpoint",
                ".npz": "a numpy archive", ".json": "a JSON file"}
 
@@ -26,12 +27,19 @@ def _holder(path: Path) -> str:
 def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None = None,
                  plugin: str | os.PathLike | None = None, providers: Sequence[str] | None = None) -> Runtime:
     target = Path(target)
-    if target.is_file() and target.suffix.lower() in NOT_ENGINES:
+    engine_like = target.suffix.lower() in ENGINE_SUFFIXES or target.with_name(target.name + ".json").is_file()
+    if not target.exists() and not engine_like:
         from .bundle import BundleError
 
-        raise BundleError(f"{target} is a file, {NOT_ENGINES[target.suffix.lower()]}: pass the bundle directory "
-                          f"`cicm-deploy export` writes{_holder(target)}, or a TensorRT engine built by "
-                          "`cicm-deploy build`")
+        raise BundleError(f"{target} does not exist: pass a bundle directory (`cicm-deploy export CKPT -o {target}` "
+                          "writes one) or a TensorRT engine (`cicm-deploy build BUNDLE -o MODEL.engine`)")
+    if target.is_file() and not engine_like:
+        from .bundle import BundleError
+
+        kind = NOT_ENGINES.get(target.suffix.lower(), "not a bundle directory")
+        raise BundleError(f"{target} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes"
+                          f"{_holder(target)}, or a TensorRT engine built by `cicm-deploy build` (it comes with "
+                          "a .json sidecar)")
     if target.is_dir():
         from .onnxruntime import OnnxRuntimeBackend
 

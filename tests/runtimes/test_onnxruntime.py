@@ -97,6 +97,12 @@ def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkey
     ("checker", "fails the ONNX checker"),
     ("file", "is a file"),
     ("checkpoint", "is a file"),
+    ("stride", "stride 0 is not a positive integer"),
+    ("precision", "precision 'fp8' is not one of fp32, fp16"),
+    ("tolerances", "tolerances 'x' lack numeric inpainted_max_abs, route_agreement"),
+    ("routing", "routing 'bogus' is not one of onnx, plugin"),
+    ("inputs", "inputs is \\[\\], expected a list"),
+    ("not-a-bundle", "has no format_version"),
 ])
 def test_bundle_errors(bundles, tmp_path, damage, message):
     path = copy_bundle(bundles, tmp_path)
@@ -118,13 +124,26 @@ def test_bundle_errors(bundles, tmp_path, damage, message):
         (path / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "file":
         path = path / "model.onnx"
+    elif damage == "stride":
+        rewrite_manifest(path, stride=0)
+    elif damage == "precision":
+        rewrite_manifest(path, precision="fp8")
+    elif damage == "tolerances":
+        rewrite_manifest(path, tolerances="x")
+    elif damage == "routing":
+        rewrite_manifest(path, routing="bogus")
+    elif damage == "inputs":
+        rewrite_manifest(path, inputs=[])
+    elif damage == "not-a-bundle":
+        (path / "manifest.json").write_text(json.dumps({"photos": 168}))
     elif damage == "checkpoint":
         path = tmp_path / "model.pt"
         path.write_bytes(b"not really a checkpoint")
     with pytest.raises(BundleError, match=message):
         open_bundle(path)
     result = CliRunner().invoke(cli, ["parity", str(path)])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and message in result.output, result.output
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and message.replace("\\", "") in result.output, \
+        result.output
     if damage in ("file", "checkpoint"):  # says what the file is and what to pass instead
         assert ("an ONNX model" if damage == "file" else "a PyTorch checkpoint") in result.output
         assert "pass the bundle directory" in result.output
