@@ -51,6 +51,11 @@ def user_errors(func: Callable[[], Any]) -> Any:
         raise UserError(str(exc)) from None
     except NonFiniteOutputError as exc:  # not the user's mistake: exit 1, still one line
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # a file that cannot be read or written: the system's words, one line
+        if exc.filename is None:
+            raise
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        raise UserError(f"{where}: {exc.strerror or exc}") from None
 
 
 def require_torch(what: str) -> None:

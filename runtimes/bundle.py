@@ -54,7 +54,12 @@ class Bundle:
 
     @property
     def shape_summary(self) -> str:
-        return ", ".join(f"{g['count']}x{g['height']}x{g['width']}" for g in self.manifest["parity"]["shapes"])
+        """'8x128x128, 8x128x192'; sets of one shape are counted, not repeated: '8 sets of 2x64x64'."""
+        counts: dict[str, int] = {}
+        for g in self.manifest["parity"]["shapes"]:
+            shape = f"{g['count']}x{g['height']}x{g['width']}"
+            counts[shape] = counts.get(shape, 0) + 1
+        return ", ".join(shape if n == 1 else f"{n} sets of {shape}" for shape, n in counts.items())
 
     @property
     def model_path(self) -> Path:

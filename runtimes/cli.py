@@ -44,6 +44,7 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
             click.echo(f"{name}: {value.dtype} {list(value.shape)}")
         click.echo(f"inference {1000 * runtime.last_inference_time:.1f} ms on {device}")
         if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(output, **outputs)
             click.echo(f"wrote {output}")
 
@@ -75,6 +76,9 @@ def parity(bundle: Path, backend: str, engine: Path | None, plugin: Path | None,
     if (backend == "tensorrt") != (engine is not None):
         raise UserError("--backend tensorrt needs --engine ENGINE (and --engine needs --backend tensorrt)")
 
+    if json_path is not None:  # before the check, not after it
+        user_errors(lambda: json_path.parent.mkdir(parents=True, exist_ok=True))
+
     def go() -> Any:
         from cicm_deploy.runtimes.factory import open_runtime
         from cicm_deploy.runtimes.parity import check_parity, polygraphy_command, save_polygraphy_data
@@ -92,7 +96,7 @@ def parity(bundle: Path, backend: str, engine: Path | None, plugin: Path | None,
     for line in report.lines():
         click.echo(line)
     if json_path is not None:
-        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        user_errors(lambda: json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n"))
     if not report.passed:
         raise click.ClickException(f"{bundle} fails parity on {backend}")
 

@@ -74,12 +74,24 @@ class OnnxRuntimeBackend(Runtime):
         options = self.session_options or ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        providers = self.requested_providers or choose_providers(ort.get_available_providers(), self.needs_custom_op)
+        available = ort.get_available_providers()
+        unknown = [p for p in self.requested_providers or [] if p not in available]
+        if unknown:
+            raise BackendUnavailableError(
+                f"execution provider {', '.join(unknown)} is not available in this onnxruntime {ort.__version__} "
+                f"(available here: {', '.join(available)}); CUDA and TensorRT providers come with onnxruntime-gpu")
+        providers = self.requested_providers or choose_providers(available, self.needs_custom_op)
         try:
             self.session = ort.InferenceSession(self._model_bytes(options), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BackendUnavailableError(f"onnxruntime could not load {self.bundle.model_path}: "
                                           f"{str(exc).splitlines()[0]}") from None
+        running = self.session.get_providers()
+        if self.requested_providers and running[0] != self.requested_providers[0]:
+            self.session = None  # asked for explicitly: falling back would report the wrong device
+            raise BackendUnavailableError(
+                f"onnxruntime could not start {self.requested_providers[0]} here and fell back to {running[0]} "
+                "(its warnings above say why); leave out --provider to use what this machine has")
 
     def _close(self) -> None:
         self.session = None

@@ -42,6 +42,7 @@ class ParityReport:
     shapes: str  # "count x H x W" per golden set
     outputs: list[OutputReport] = field(default_factory=list)
     polygraphy_passed: bool = True
+    device: str = ""  # what ran: onnxruntime's execution provider, or the GPU
 
     @property
     def passed(self) -> bool:
@@ -53,7 +54,8 @@ class ParityReport:
         return data
 
     def lines(self) -> list[str]:
-        out = [f"parity: {self.backend} ({self.precision}, routing {self.routing}) vs PyTorch FP32 on "
+        where = f" on {self.device}" if self.device else ""
+        out = [f"parity: {self.backend}{where} ({self.precision}, routing {self.routing}) vs PyTorch FP32 on "
                f"{self.images} golden images ({self.shapes})"]
         for o in self.outputs:
             extra = f", PSNR {o.psnr_db:.2f} dB" if o.psnr_db is not None else ""
@@ -124,7 +126,8 @@ def check_parity(runtime: Runtime, bundle: Bundle | None = None) -> ParityReport
     fp16 = bundle.precision == "fp16"
     agreement_needed = float(tol.get("route_agreement", 1.0))
     report = ParityReport(runtime.backend, bundle.precision, bundle.routing,
-                          sum(len(g.image) for g in goldens), bundle.shape_summary)
+                          sum(len(g.image) for g in goldens), bundle.shape_summary,
+                          device=str(runtime.describe().get("device", "")))
 
     severity = G_LOGGER.module_severity
     G_LOGGER.module_severity = G_LOGGER.ERROR

@@ -224,3 +224,29 @@ def test_inpaint_with_bundle(bundles, tmp_path, photo, hole):
     assert result.exit_code == 0, result.output
     both = CliRunner().invoke(cli, ["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png")])
     assert both.exit_code == 2 and "exactly one of --checkpoint" in both.output
+
+
+def test_unknown_provider_is_an_error_not_a_silent_fallback(bundles):
+    runtime = OnnxRuntimeBackend(bundles("fp32", "onnx").path, providers=["NoSuchExecutionProvider"])
+    with pytest.raises(BackendUnavailableError, match=r"NoSuchExecutionProvider is not available .*available here: "):
+        runtime.load()
+    result = CliRunner().invoke(cli, ["parity", str(bundles("fp32", "onnx").path), "--provider", "NoSuchExecutionProvider"])
+    assert result.exit_code == 2 and "is not available in this onnxruntime" in result.output
+    result = CliRunner().invoke(cli, ["parity", str(bundles("fp32", "onnx").path), "--provider", "CPUExecutionProvider"])
+    assert result.exit_code == 0 and "parity: onnxruntime on CPUExecutionProvider" in result.output
+
+
+def test_outputs_go_where_asked_or_fail_in_one_line(bundles, tmp_path):
+    bundle = bundles("fp32", "onnx").path
+    golden = open_bundle(bundle).goldens()[0]
+    np.savez(tmp_path / "in.npz", image=golden.image, mask=golden.mask)
+    deep = tmp_path / "new" / "dir" / "out.npz"
+    result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(deep)])
+    assert result.exit_code == 0 and deep.is_file(), result.output
+    report = tmp_path / "other" / "report.json"
+    result = CliRunner().invoke(cli, ["parity", str(bundle), "--json", str(report)])
+    assert result.exit_code == 0 and json.loads(report.read_text())["passed"]
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    result = CliRunner().invoke(cli, ["parity", str(bundle), "--json", str(tmp_path / "blocker" / "r.json")])
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and "blocker" in result.output
+    assert "Traceback" not in result.output and "parity:" not in result.output  # refused before the check ran
