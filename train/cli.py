@@ -78,8 +78,10 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
         if config_file is not None:
             try:
                 loaded = json.loads(config_file.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise UserError(f"--config {config_file}: cannot read it as JSON ({exc})") from None
+            if not isinstance(loaded, dict):
+                raise UserError(f"--config {config_file}: expected a JSON object {{\"model\": {{...}}, \"train\": {{...}}}}")
             for section in ("model", "train"):
                 for key, value in (loaded.get(section) or {}).items():
                     _apply_override(resolved[section], key, value, {**resolved[section]}, section)

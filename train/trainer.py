@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cicm_deploy.checkpoint import read_checkpoint, save_checkpoint
-from cicm_deploy.config import ModelConfig
+from cicm_deploy.config import ConfigError, ModelConfig
 from cicm_deploy.memory import GeneralizationStats
 from cicm_deploy.model import UNetCICM
 
@@ -62,6 +62,31 @@ class TrainConfig:
     seed: int = 0  # seeds the model init, the crops and the masks
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        def check(name: str, kind: type, ok: Callable[[Any], bool], expected: str) -> None:
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ((number if kind is float else isinstance(value, kind) and not isinstance(value, bool)) and ok(value)):
+                raise ConfigError(f"train.{name} = {value!r}: expected {expected}")
+
+        for name in ("steps", "batch_size", "log_every", "d_width"):
+            check(name, int, lambda v: v >= 1, "an integer >= 1")
+        for name in ("cache_side", "val_every", "val_images", "checkpoint_every", "seed"):
+            check(name, int, lambda v: v >= 0, "an integer >= 0")
+        check("crop", int, lambda v: v >= 8, "an integer >= 8 (a multiple of the model stride)")
+        for name in ("lr", "d_lr"):
+            check(name, float, lambda v: 0 <= v < 1, "a learning rate in [0, 1)")
+        check("beta1", float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        check("val_fraction", float, lambda v: 0 <= v < 1, "a share in [0, 1)")
+        check("data", str, lambda v: True, "a folder path")
+        check("out", str, lambda v: bool(v), "a folder path")
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"train.amp = {self.amp!r}: expected true or false")
+        device = self.device
+        if not (isinstance(device, str) and (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")
+                                              and device[5:].isdigit())):
+            raise ConfigError(f"train.device = {device!r}: expected auto, cpu, cuda or cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,7 +190,7 @@ class Trainer:
         self.rank, self.world = _distributed()
         self.device = self._pick_device(config.device)
         if config.crop % model_config.stride:
-            raise ValueError(f"crop {config.crop} must be a multiple of the model stride {model_config.stride}")
+            raise ConfigError(f"train.crop = {config.crop} must be a multiple of the model stride {model_config.stride}")
         torch.manual_seed(config.seed)
         self.model = UNetCICM(model_config).to(self.device)
         self.discriminator = PatchDiscriminator(config.d_width).to(self.device)
@@ -196,7 +221,13 @@ class Trainer:
                 local = int(os.environ.get("LOCAL_RANK", 0))
                 return torch.device("cuda", local)
             return torch.device("cpu")
-        return torch.device(name)
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {name!r}, but this torch {torch.__version__} sees no CUDA GPU; "
+                              "use --set train.device=cpu (or auto)")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"train.device = {name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return device
 
     # -- data ---------------------------------------------------------------------------------
     def attach_data(self, train: PhotoSampler, val: PhotoSampler | None) -> None:
@@ -291,6 +322,9 @@ class Trainer:
         from tqdm import tqdm
 
         config = self.config
+        if self.step >= config.steps:
+            raise ConfigError(f"this run is already at step {self.step} and train.steps is {config.steps}: nothing to "
+                              f"do; ask for more steps (e.g. --steps {self.step + config.steps})")
         main = self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)

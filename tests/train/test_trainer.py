@@ -206,3 +206,32 @@ def test_trained_checkpoint_loads_and_inpaints(tmp_path):
     assert data["step"] == 2 and data["trainer"]["train_config"]["crop"] == 32
     out = model(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
     assert out.composite.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "train.lr=abc"], "train.lr = 'abc': expected a learning rate"),
+    (["--set", "train.batch_size=-2"], "train.batch_size = -2: expected an integer >= 1"),
+    (["--set", "train.crop=100"], "train.crop = 100 must be a multiple of the model stride 8"),
+    (["--set", "train.device=tpu"], "train.device = 'tpu': expected auto, cpu, cuda or cuda:N"),
+    (["--steps", "0"], "train.steps = 0: expected an integer >= 1"),
+    (["--config", "PHOTO"], "cannot read it as JSON"),
+])
+def test_train_cli_bad_values_are_one_line(tmp_path, args, message):
+    args = [str(next(Path(PHOTOS).glob("*.jpg"))) if a == "PHOTO" else a for a in args]
+    result = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--data", PHOTOS, "--out", str(tmp_path / "run"),
+                                      "--set", "train.val_fraction=0.0", "--steps", "1", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_cli_cuda_without_gpu_and_resume_past_the_end(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so cuda is a valid device")
+    common = ["train", "--preset", "tiny", "--data", PHOTOS, "--out", str(tmp_path / "run"), "--set",
+              "train.batch_size=2", "--set", "train.crop=32", "--set", "train.cache_side=96", "--set",
+              "train.val_fraction=0.0", "--set", "train.val_images=0"]
+    result = CliRunner().invoke(cli, common + ["--steps", "1", "--set", "train.device=cuda"])
+    assert result.exit_code == 2 and "sees no CUDA GPU" in result.output, result.output
+    assert CliRunner().invoke(cli, common + ["--steps", "2"]).exit_code == 0
+    result = CliRunner().invoke(cli, common + ["--steps", "2", "--resume", str(tmp_path / "run" / "last.pt")])
+    assert result.exit_code == 2 and "already at step 2" in result.output, result.output
