@@ -218,7 +218,8 @@ def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
               help="Checkpoint (PyTorch), bundle directory (onnxruntime) or engine (TensorRT); default: the "
                    "shipped default model.")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path), help="Engine only: the plugin library.")
-@click.option("--batch", "batch_size", default=4, show_default=True, help="Frames per inference batch.")
+@click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Frames per inference batch.")
 @click.option("--mask-invert", is_flag=True, help="Treat black mask pixels as the hole.")
 def video(source: Path, target: Path, mask_path: Path | None, boxes_path: Path | None, model_path: Path | None,
           plugin: Path | None, batch_size: int, mask_invert: bool) -> None:
@@ -275,9 +276,9 @@ def _int_list(text: str, what: str) -> list[int]:
               show_default=True, help="Comma-separated backends; those that cannot run here are listed as skipped.")
 @click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--size", "sizes", default="256", show_default=True, help="Square input sides, comma-separated.")
-@click.option("--warmup", default=3, show_default=True, help="Untimed calls per case.")
-@click.option("--iterations", default=20, show_default=True, help="Timed calls per case.")
-@click.option("--threads", type=int, help="CPU threads for torch and onnxruntime (default: all cores).")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed calls per case.")
+@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Timed calls per case.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime (default: all cores).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench"),
               show_default=True, help="Report path without suffix (.json, .md, .png).")
 @click.option("--plot", is_flag=True, help="Also plot latency against batch and size (needs matplotlib).")

@@ -159,11 +159,11 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
               help="HTTP port; gRPC listens on PORT+1 and metrics on PORT+2 unless given below.")
 @click.option("--grpc-port", type=int, help="gRPC port (default: PORT+1).")
 @click.option("--metrics-port", type=int, help="Prometheus metrics port (default: PORT+2).")
-@click.option("--max-batch", default=8, show_default=True,
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
               help="Largest batch Triton's dynamic batcher forms from same-sized requests.")
-@click.option("--instances", default=1, show_default=True,
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(min=1),
               help="Model instances, each with its own session or engine (parallel requests; not for checkpoints).")
-@click.option("--queue-delay-us", default=2000, show_default=True,
+@click.option("--queue-delay-us", default=2000, show_default=True, type=click.IntRange(min=0),
               help="How long a request may wait for others to batch with, in microseconds.")
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto",
               show_default=True, help="Inference backend inside the server (auto: from what MODEL is).")
@@ -241,8 +241,9 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
               help="An engine built from BUNDLE on the serving machine (`cicm-deploy build`): adds a TensorRT model.")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="The CICMAugment plugin library the engine needs; copied into the repository.")
-@click.option("--max-batch", default=8, show_default=True, help="max_batch_size of each model.")
-@click.option("--instances", default=1, show_default=True, help="Instances per model (instance_group count).")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1), help="max_batch_size of each model.")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Instances per model (instance_group count).")
 @click.option("--onnx-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="Where the onnxruntime model's instances run.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")

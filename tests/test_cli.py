@@ -124,3 +124,21 @@ def test_init_refuses_to_overwrite(checkpoint):
 def test_init_unknown_preset(tmp_path):
     result = run("init", tmp_path / "x.pt", "--preset", "huge")
     assert result.exit_code == 2 and "unknown preset 'huge'" in result.output
+
+
+@pytest.mark.parametrize("args,option", [
+    (["eval", "CKPT", "--data", "DATA", "--per-bin", "0"], "--per-bin"),
+    (["eval", "CKPT", "--data", "DATA", "--size", "-5"], "--size"),
+    (["bench", "CKPT", "--iterations", "0"], "--iterations"),
+    (["bench", "CKPT", "--threads", "-2"], "--threads"),
+    (["video", "a.mp4", "b.mp4", "--batch", "0"], "--batch"),
+    (["serve", "CKPT", "--instances", "0"], "--instances"),
+    (["triton-repo", "CKPT", "-o", "REPO", "--max-batch", "0"], "--max-batch"),
+])
+def test_numeric_options_are_range_checked(args, option, checkpoint, tmp_path):
+    from pathlib import Path
+
+    photos = Path(__file__).resolve().parents[1] / "cicm_deploy" / "assets" / "photos"
+    args = [{"CKPT": str(checkpoint), "DATA": str(photos), "REPO": str(tmp_path / "repo")}.get(a, a) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output

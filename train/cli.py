@@ -136,15 +136,15 @@ def _predictor(target: Path) -> tuple[str, Any]:
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
               help="Photo folder; its validation split (by path hash) is evaluated.")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
-@click.option("--val-fraction", default=0.05, show_default=True, help="As used for training.")
-@click.option("--size", default=256, show_default=True, help="Evaluation crop side.")
-@click.option("--per-bin", default=8, show_default=True, help="Masks per hole-ratio bin (0-20/20-40/40-60 %).")
+@click.option("--val-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="As used for training.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=8), help="Evaluation crop side.")
+@click.option("--per-bin", default=8, show_default=True, type=click.IntRange(min=1), help="Masks per hole-ratio bin (0-20/20-40/40-60 %).")
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also evaluate OpenCV's Telea and Navier-Stokes inpainting and the exact harmonic fill.")
 @click.option("--name", "names", multiple=True, help="Label for each target, in order (default: file names).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports/quality"), show_default=True,
               help="Report path without suffix: writes .json, .md and _examples.png.")
-@click.option("--examples", default=4, show_default=True, help="Rows in the example grid.")
+@click.option("--examples", default=4, show_default=True, type=click.IntRange(min=0), help="Rows in the example grid.")
 @click.option("--title", default="Inpainting quality", show_default=True, help="Report title.")
 @click.option("--note", "extra_notes", multiple=True, help="A paragraph to add to the report (repeatable).")
 def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_fraction: float, size: int, per_bin: int,
