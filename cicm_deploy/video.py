@@ -49,6 +49,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     info = VideoInfo(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                      float(capture.get(cv2.CAP_PROP_FPS)) or 25.0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
     capture.release()
+    if info.width <= 0 or info.height <= 0:  # OpenCV "opens" some still images and junk as 0x0 streams
+        raise VideoError(f"{path} is not a readable video (no frame size); expected a video file (mp4, avi, mkv, ...)")
     return info
 
 
@@ -130,6 +132,7 @@ def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLik
     if mask is not None and mask.shape != (info.height, info.width):
         raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
     writer = VideoWriter(target, info.width, info.height, info.fps)
+    done = False
     try:
         if mask is not None:
             masks = mask
@@ -138,6 +141,9 @@ def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLik
         for frame in inpainter.stream(read_frames(source), masks, batch_size=batch_size):
             writer.write(frame)
             on_frame(writer.count)
+        done = True
     finally:
         writer.close()  # the frames written so far stay playable, Ctrl-C included
+        if not done and writer.count == 0:
+            writer.path.unlink(missing_ok=True)  # a failure before the first frame leaves no empty file behind
     return writer.count

@@ -227,6 +227,15 @@ def test_inpaint_video_hands_each_frame_its_boxes(tmp_path, frames):
     assert [int(m.sum()) for m in recorder.masks] == [13 * 15, 0, 0, 6 * 10] + [0] * (len(frames) - 4)
     assert recorder.masks[0][5:18, 5:20].all()
 
+    class Broken:
+        def stream(self, source, masks, batch_size):
+            raise RuntimeError("the model failed")
+            yield  # a generator, like Inpainter.stream
+
+    with pytest.raises(RuntimeError, match="the model failed"):
+        inpaint_video(Broken(), clip, tmp_path / "failed.avi", boxes={})
+    assert not (tmp_path / "failed.avi").exists()  # no empty file left behind
+
 
 def test_video_user_errors(tmp_path, frames, bundles):
     clip = tmp_path / "in.avi"
@@ -234,6 +243,10 @@ def test_video_user_errors(tmp_path, frames, bundles):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"frame": 1, "boxes": [[5, 5, 2, 2]]}')
     model = str(bundles("fp32", "onnx").path)
+    still = tmp_path / "junk.jpg"
+    still.write_text("not a picture and not a video")
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"frame": 1, "boxes": [[5, 5, 20, 20]]}')
     cases = [
         (["video", str(clip), str(tmp_path / "o.mp4"), "--model", model], "exactly one of --mask"),
         (["video", str(clip), str(tmp_path / "o.mp4"), "--boxes", str(bad), "--model", model], "x0 < x1"),
@@ -241,7 +254,10 @@ def test_video_user_errors(tmp_path, frames, bundles):
          "does not exist"),
         (["video", str(clip), str(tmp_path / "o.xyz"), "--boxes", str(tmp_path / "empty.jsonl"), "--model", model],
          "cannot be read"),
+        (["video", str(still), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
+         "is not a readable video"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not list(tmp_path.glob("o.*"))  # no output file from a refused run
