@@ -243,6 +243,13 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     bundle = export_bundle(target, Path(tmp) / "bundle", check=False).path
                 runtime = OnnxRuntimeBackend(bundle, providers=None, threads=threads).load()
                 stride = runtime.bundle.stride
+                fixed_batch, fixed_h, fixed_w = runtime.fixed_shape
+                if any((fixed_batch and b != fixed_batch) or (fixed_h and s != fixed_h) or (fixed_w and s != fixed_w)
+                       for b in batches for s in sizes):
+                    hint = f"--batch {fixed_batch or 1}" + (f" --size {fixed_h}" if fixed_h == fixed_w else "")
+                    raise ValueError(f"bundle {bundle} is fixed at {fixed_batch or 'Nx'}{'x' if fixed_batch else ''}"
+                                     f"{fixed_h}x{fixed_w} (exported with --static/--batch); bench it with {hint}"
+                                     + ("" if fixed_h == fixed_w else " after exporting a square --static size"))
                 cases[backend] = _Case(runtime.run)
             else:
                 from .checkpoint import load_model

@@ -175,11 +175,15 @@ def pad_to_multiple(array: np.ndarray, stride: int) -> np.ndarray:
     Inputs smaller than the padding are reflected repeatedly (numpy's rule); ``crop`` undoes it.
     """
     h, w = array.shape[:2]
-    pad_h = (-h) % stride
-    pad_w = (-w) % stride
-    if not pad_h and not pad_w:
+    return pad_to_size(array, h + (-h) % stride, w + (-w) % stride)
+
+
+def pad_to_size(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad the bottom and right of [H, W, ...] to ``height`` x ``width`` (at least its size)."""
+    h, w = array.shape[:2]
+    if (h, w) == (height, width):
         return array
-    pads = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    pads = [(0, height - h), (0, width - w)] + [(0, 0)] * (array.ndim - 2)
     mode = "reflect" if min(h, w) > 1 else "edge"  # a single row or column has nothing to mirror
     return np.pad(array, pads, mode=mode)
 

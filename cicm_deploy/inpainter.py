@@ -34,7 +34,6 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .images import as_mask_array, as_rgb_array, check_same_size
-from .runtimes.base import finish_batch, prepare_batch
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 _DONE = object()
@@ -126,13 +125,12 @@ class Inpainter:
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             chosen = [pairs[i] for i in todo]
-            feeds = prepare_batch(chosen, self.runtime.stride)
             runtime = self._free.get()  # blocks while every worker is busy
             try:
-                out = runtime.run(feeds)["inpainted"]
+                frames = runtime.infer_pairs(chosen)
             finally:
                 self._free.put(runtime)
-            for index, frame in zip(todo, finish_batch(out, chosen)):
+            for index, frame in zip(todo, frames):
                 results[index] = frame
         return results  # type: ignore[return-value]
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cicm_deploy.images import as_mask_array, as_rgb_array, check_same_size, crop, from_nchw, pad_to_multiple
+from cicm_deploy.images import as_mask_array, as_rgb_array, check_same_size, crop, from_nchw, pad_to_multiple, pad_to_size
 
 from .bundle import Bundle
 
@@ -85,6 +85,13 @@ class Runtime(ABC):
     @property
     def stride(self) -> int:
         return self.bundle.stride
+
+    @property
+    def fixed_shape(self) -> tuple[int | None, int | None, int | None]:
+        """(batch, height, width) the graph's image input is fixed at; None where it is dynamic."""
+        shape = next(s["shape"] for s in self.input_specs if s["name"] == "image")
+        b, _, h, w = (d if isinstance(d, int) else None for d in shape)
+        return b, h, w
 
     # -- inference --------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
@@ -152,19 +159,42 @@ class Runtime(ABC):
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, (rgb, _) in enumerate(pairs):
             by_size.setdefault(rgb.shape[:2], []).append(index)
-        stride = self.stride
         for indices in by_size.values():
-            chosen = [pairs[i] for i in indices]
-            out = self.run(prepare_batch(chosen, stride))["inpainted"]
-            for index, result in zip(indices, finish_batch(out, chosen)):
+            for index, result in zip(indices, self.infer_pairs([pairs[i] for i in indices])):
                 results[index] = result
         return [r for r in results if r is not None]
 
+    def infer_pairs(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Same-sized (uint8 [H, W, 3], bool [H, W]) pairs -> inpainted frames, through the graph as
+        one batch. A graph exported with --static/--batch gets its fixed size (the frames are padded
+        up to it) and its fixed batch (chunks of it, the last one filled with repeats)."""
+        fixed_batch, fixed_h, fixed_w = self.fixed_shape
+        size = None
+        if fixed_h is not None or fixed_w is not None:
+            h, w = pairs[0][0].shape[:2]
+            size = (fixed_h or h + (-h) % self.stride, fixed_w or w + (-w) % self.stride)
+            if h > size[0] or w > size[1]:
+                raise RuntimeInputError(f"this bundle is fixed at {fixed_h}x{fixed_w} (exported with --static) and "
+                                        f"the image is {h}x{w}: give images of at most that size, or export without "
+                                        "--static for any size")
+        step = fixed_batch or len(pairs)
+        frames: list[np.ndarray] = []
+        for start in range(0, len(pairs), step):
+            chosen = list(pairs[start:start + step])
+            feeds = prepare_batch(chosen + [chosen[-1]] * (step - len(chosen)), self.stride, size)
+            frames += finish_batch(self.run(feeds)["inpainted"][:len(chosen)], chosen)
+        return frames
 
-def prepare_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], stride: int) -> dict[str, np.ndarray]:
-    """Same-sized (uint8 [H, W, 3], bool [H, W]) pairs -> padded float32 graph inputs."""
-    x = np.stack([pad_to_multiple(rgb, stride).transpose(2, 0, 1) for rgb, _ in pairs]).astype(np.float32) / 255.0
-    m = np.stack([pad_to_multiple(hole, stride)[None] for _, hole in pairs]).astype(np.float32)
+
+def prepare_batch(pairs: Sequence[tuple[np.ndarray, np.ndarray]], stride: int,
+                  size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Same-sized (uint8 [H, W, 3], bool [H, W]) pairs -> padded float32 graph inputs (to multiples of
+    ``stride``, or to ``size`` for a graph of fixed height and width)."""
+    def pad(array: np.ndarray) -> np.ndarray:
+        return pad_to_multiple(array, stride) if size is None else pad_to_size(array, *size)
+
+    x = np.stack([pad(rgb).transpose(2, 0, 1) for rgb, _ in pairs]).astype(np.float32) / 255.0
+    m = np.stack([pad(hole)[None] for _, hole in pairs]).astype(np.float32)
     return {"image": x, "mask": m}
 
 

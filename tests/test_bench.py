@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from cicm_deploy.bench import run_bench
@@ -44,3 +46,13 @@ def test_bench_user_errors(tmp_path):
     assert result.exit_code == 2 and "comma-separated list of integers" in result.output
     result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--backend", "tvm"])
     assert result.exit_code == 2 and "unknown backends ['tvm']" in result.output
+
+
+def test_bench_on_a_static_bundle_names_its_fixed_shape(routed_checkpoint, tmp_path):
+    from cicm_deploy.export.bundle import export_bundle
+
+    bundle = export_bundle(routed_checkpoint, tmp_path / "static", static_hw=(64, 64), batch=2, check=False).path
+    with pytest.raises(ValueError, match=r"fixed at 2x64x64 .*--batch 2 --size 64"):
+        run_bench(bundle, ["onnxruntime"], [1, 4], [256], warmup=0, iterations=1)
+    report = run_bench(bundle, ["onnxruntime"], [2], [64], warmup=0, iterations=2)
+    assert [(r.batch, r.size) for r in report.results] == [(2, 64)]

@@ -16,6 +16,7 @@ from cicm_deploy.custom_op import CICM_AUGMENT
 from cicm_deploy.export.bundle import ExportError, export_bundle
 from cicm_deploy.model import UNetCICM
 from cicm_deploy.runtimes.bundle import open_bundle
+from cicm_deploy.runtimes.base import RuntimeInputError
 from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
 
 ALL = [("fp32", "onnx"), ("fp32", "plugin"), ("fp16", "onnx"), ("fp16", "plugin")]
@@ -149,6 +150,30 @@ def test_static_export(routed_checkpoint, tmp_path):
     assert result.parity.passed
     assert all(s == {"count": 2, "height": 64, "width": 96} for s in result.manifest["parity"]["shapes"])
     assert result.manifest["parity"]["images"] >= 16
+    assert open_bundle(result.path).shape_summary == "8 sets of 2x64x96"
+
+    # frames up to the fixed size, in any number, go through it; the result is the model's output
+    from cicm_deploy import Inpainter
+    from cicm_deploy.predict import inpaint_array
+
+    model, _ = load_model(routed_checkpoint)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
+    holes = [np.zeros((64, 96), bool) for _ in frames]
+    for hole in holes:
+        hole[10:40, 20:70] = True
+    with OnnxRuntimeBackend(result.path) as runtime:
+        assert runtime.fixed_shape == (2, 64, 96)
+        outs = runtime.infer_batch(frames, holes)  # 3 frames: a full batch of 2, then 1 padded with a repeat
+        for frame, hole, out in zip(frames, holes, outs):
+            reference = inpaint_array(model, frame, hole)
+            assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1
+        small = runtime.infer(frames[0][:50, :70], holes[0][:50, :70])  # padded up to 64x96
+        assert small.shape == (50, 70, 3)
+        with pytest.raises(RuntimeInputError, match="fixed at 64x96 .* the image is 64x100"):
+            runtime.infer(np.zeros((64, 100, 3), np.uint8), np.ones((64, 100), bool))
+    with Inpainter(result.path) as inpainter:
+        assert np.array_equal(inpainter(frames[1], holes[1]), outs[1])
 
 
 @pytest.mark.parametrize("changes", [{"memory_mode": "anchor_only"}, {"memory_mode": "merged"},
