@@ -203,6 +203,8 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                                              else "checkpoint")
     skipped = _skip_reasons(backends, kind)
     runnable = [b for b in backends if b not in skipped]
+    if not runnable:
+        raise ValueError("nothing to bench here: " + "; ".join(f"{b}: {why}" for b, why in skipped.items()))
     if threads:
         if _torch_available():
             import torch

@@ -62,7 +62,7 @@ def doctor(as_json: bool) -> None:
 @cli.command()
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--preset", default="tiny", show_default=True,
-              help="Model preset: paper, tiny, unet, tiny-unet.")
+              help="Model preset: default, default-unet, paper, unet, tiny, tiny-unet (*unet: the plain UNet).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def init(output: Path, preset: str, seed: int, force: bool) -> None:

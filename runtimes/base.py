@@ -115,7 +115,8 @@ class Runtime(ABC):
                                             f"{shape} (axis {axis} must be {want})")
             if value.shape[2] % stride or value.shape[3] % stride:
                 raise RuntimeInputError(f"input {name!r} is {value.shape[2]}x{value.shape[3]}; height and width "
-                                        f"must be multiples of {stride} (pad it, or use infer(), which pads)")
+                                        f"must be multiples of {stride} (pad it; `cicm-deploy inpaint` and Runtime.infer() pad "
+                                        "images for you)")
             batch = batch or value.shape[0]
             if value.shape[0] != batch:
                 raise RuntimeInputError(f"inputs have different batch sizes ({batch} and {value.shape[0]})")

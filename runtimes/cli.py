@@ -36,7 +36,10 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
             with np.load(inputs, allow_pickle=False) as data:
                 feeds = {name: data[name] for name in data.files}
         except (OSError, ValueError) as exc:
-            raise UserError(f"{inputs} is not a readable npz file ({exc})") from None
+            if not inputs.exists():
+                raise UserError(f"{inputs} does not exist") from None
+            raise UserError(f"{inputs} is not an npz archive of graph inputs (numpy.savez with `image` and `mask`): "
+                            f"{str(exc).split(' when ')[0]}") from None
         with open_runtime(bundle, plugin=plugin, providers=providers) as runtime:
             outputs = runtime.run(feeds)
             device = runtime.describe()["device"]
