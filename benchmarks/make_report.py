@@ -81,15 +81,16 @@ def section_ort(lines: list[str]) -> None:
 
         lines += [""] + history_table(runs)
     conv = ort_ops.get("Conv", 0.0)
-    lines += ["", f"Why the ratio sits around the target and moves with the machine: {conv:.0f}% of onnxruntime's "
-              "time is convolutions, which both runtimes run as vendor kernels (MLAS vs oneDNN) near this CPU's "
-              "peak; onnxruntime's are faster and it saves PyTorch's separate LeakyReLU passes and its framework "
-              "dispatch per op (the hole fill alone is several hundred small ops, a few microseconds each in "
-              "eager mode), so the slower a machine's dispatch (the probe's \"torch op us\"), the wider the gap. "
-              "The exported graph has little else left to remove: no layout round trips (the decoder's skip "
-              "concatenations are exported as two convolutions and an Add), a hole fill of three element-wise ops "
-              "per step (see the hole fill section). INT8 or FP16 convolutions are the lever on CPU, not the "
-              "runtime; on the deployment targets the same graph runs in TensorRT."]
+    lines += ["", f"Why the ratio sits around the target: {conv:.0f}% of onnxruntime's time is convolutions, which "
+              "both runtimes run as vendor kernels (MLAS vs oneDNN) near this CPU's peak; onnxruntime's are faster "
+              "and it saves PyTorch's separate LeakyReLU passes and its framework dispatch per op (the hole fill "
+              "alone is several hundred small ops), but the exported graph has little else left to remove: no "
+              "layout round trips (the decoder's skip concatenations are exported as two convolutions and an Add), "
+              "a hole fill of three element-wise ops per step (see the hole fill section). Why it moves between "
+              "runs on this shared 2-core machine is not settled: the probe columns record each run's compute, "
+              "bandwidth and dispatch speed, and none of them tracks the ratio across the runs so far. INT8 or "
+              "FP16 convolutions are the lever on CPU, not the runtime; on the deployment targets the same graph "
+              "runs in TensorRT."]
     lines.append("")
 
 

@@ -6,12 +6,11 @@ hits both alike (each round's block starts with one untimed call: both runtimes'
 spin for a while after a call, and on a 2-core machine they would steal the other's cores).
 ``--repeats`` such measurements run with a pause between them; each reports its ratio of medians.
 
-The ratio depends on the machine as much as on the code: PyTorch eager pays a framework dispatch
-per op (hundreds of ops per call, the hole fill's included) that onnxruntime does not, so a
-machine with slow dispatch widens the gap. Each run therefore records a probe of the machine
-(2-thread SGEMM GFLOP/s, copy GB/s, one tiny PyTorch op's dispatch time) and is appended to the
-run history kept in the JSON (``--fresh`` starts a new history), so that results measured on
-different machines are read side by side instead of overwriting each other.
+The ratio moves between runs on a shared machine (see the run history in
+results/ort_vs_torch.md). Each run therefore records a probe of the machine (2-thread SGEMM GFLOP/s, copy GB/s,
+one tiny PyTorch op's dispatch time) and is appended to the run history kept in the JSON
+(``--fresh`` starts a new history), so that results measured at different times or on different
+machines are read side by side instead of overwriting each other.
 Writes JSON and markdown to benchmarks/results/.
 
     python benchmarks/ort_vs_torch.py [--preset paper] [--checkpoint CKPT] [--size 256] [--batch 1]
