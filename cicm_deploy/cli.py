@@ -119,6 +119,14 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
     if sum(x is not None for x in (checkpoint, bundle, engine)) != 1:
         raise UserError("give exactly one of --checkpoint CKPT (PyTorch), --bundle DIR (onnxruntime) or "
                         "--engine FILE (TensorRT)")
+    if engine is not None and engine.is_dir():
+        raise UserError(f"--engine {engine} is a directory (a bundle?); run bundles with --bundle {engine}")
+    if bundle is not None and bundle.is_file():
+        raise UserError(f"--bundle {bundle} is a file; a bundle is the directory `cicm-deploy export` writes "
+                        "(TensorRT engines go with --engine)")
+    if plugin is not None and engine is None:
+        raise UserError("--plugin goes with --engine: a TensorRT engine loads the plugin library; bundles and "
+                        "checkpoints do not use it")
     if checkpoint is not None:
         require_torch("inpaint --checkpoint")
 

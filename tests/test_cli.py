@@ -86,6 +86,10 @@ def test_installed_console_script(tmp_path, files, checkpoint):
     ("missing-checkpoint", "does not exist"),
     ("bad-output", "unknown suffix '.xyz'"),
     ("bad-device", "no CUDA GPU|Invalid device|Expected one of"),
+    ("unknown-device", "device 'bogus' is not one of auto, cpu, cuda, cuda:N"),
+    ("plugin-without-engine", "--plugin goes with --engine"),
+    ("engine-is-a-bundle", "is a directory \\(a bundle\\?\\); run bundles with --bundle"),
+    ("bundle-is-a-file", "a bundle is the directory `cicm-deploy export` writes"),
 ])
 def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo):
     image, mask = files
@@ -107,7 +111,16 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU, so cuda is a valid device")
         extra = ["--device", "cuda"]
-    result = run("inpaint", image, mask, "-o", out, "--checkpoint", ckpt, *extra)
+    elif case == "unknown-device":
+        extra = ["--device", "bogus"]
+    elif case == "plugin-without-engine":
+        extra = ["--plugin", str(tmp_path / "lib.so")]
+    model = ["--checkpoint", ckpt]
+    if case == "engine-is-a-bundle":
+        model = ["--engine", tmp_path]
+    elif case == "bundle-is-a-file":
+        model = ["--bundle", ckpt]
+    result = run("inpaint", image, mask, "-o", out, *model, *extra)
     assert result.exit_code == 2, result.output
     import re
 
