@@ -169,6 +169,8 @@ class Runtime(ABC):
         """Same-sized (uint8 [H, W, 3], bool [H, W]) pairs -> inpainted frames, through the graph as
         one batch. A graph exported with --static/--batch gets its fixed size (the frames are padded
         up to it) and its fixed batch (chunks of it, the last one filled with repeats)."""
+        if not pairs:
+            return []
         fixed_batch, fixed_h, fixed_w = self.fixed_shape
         size = None
         if fixed_h is not None or fixed_w is not None:

@@ -27,7 +27,11 @@ def _holder(path: Path) -> str:
 def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None = None,
                  plugin: str | os.PathLike | None = None, providers: Sequence[str] | None = None) -> Runtime:
     target = Path(target)
-    engine_like = target.suffix.lower() in ENGINE_SUFFIXES or target.with_name(target.name + ".json").is_file()
+    if target.is_dir():
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(target, providers=providers or None)
+    engine_like = target.suffix.lower() in ENGINE_SUFFIXES or Path(f"{target}.json").is_file()
     if not target.exists() and not engine_like:
         from .bundle import BundleError
 
@@ -40,10 +44,6 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
         raise BundleError(f"{target} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes"
                           f"{_holder(target)}, or a TensorRT engine built by `cicm-deploy build` (it comes with "
                           "a .json sidecar)")
-    if target.is_dir():
-        from .onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(target, providers=providers or None)
     from .tensorrt import TensorRTBackend
 
     return TensorRTBackend(target, bundle=bundle, plugin=plugin)

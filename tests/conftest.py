@@ -43,10 +43,8 @@ HARDWARE_SKIPS = ("gpu:", "trt:", "a GPU is present", "this machine has a GPU", 
                   "TensorRT headers are installed")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
+def _strict_skip(report) -> None:
+    """Under CICM_STRICT_SKIPS=1, turn a skip that is not about absent hardware into a failure."""
     if not (report.skipped and os.environ.get("CICM_STRICT_SKIPS") == "1") or hasattr(report, "wasxfail"):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -54,6 +52,18 @@ def pytest_runtest_makereport(item, call):
     if not reason.startswith(HARDWARE_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped for a reason other than absent GPU/TensorRT hardware (CICM_STRICT_SKIPS=1): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _strict_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level importorskip skips the whole file at collection
+    _strict_skip(outcome.get_result())
 
 
 @pytest.fixture

@@ -56,3 +56,11 @@ def test_bench_on_a_static_bundle_names_its_fixed_shape(routed_checkpoint, tmp_p
         run_bench(bundle, ["onnxruntime"], [1, 4], [256], warmup=0, iterations=1)
     report = run_bench(bundle, ["onnxruntime"], [2], [64], warmup=0, iterations=2)
     assert [(r.batch, r.size) for r in report.results] == [(2, 64)]
+
+
+def test_bench_on_a_batch_only_bundle_names_the_batch(routed_checkpoint, tmp_path):
+    from cicm_deploy.export.bundle import export_bundle
+
+    bundle = export_bundle(routed_checkpoint, tmp_path / "b2", batch=2, check=False).path
+    with pytest.raises(ValueError, match=r"fixed at 2xHxW .*bench it with --batch 2$"):
+        run_bench(bundle, ["onnxruntime"], [1], [64], warmup=0, iterations=1)

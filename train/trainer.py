@@ -246,6 +246,11 @@ class Trainer:
                 "discriminator": self.discriminator.state_dict(), "d_optimizer": self.d_opt.state_dict(),
                 "rng": rng_state(self.rng), "world_size": self.world}
 
+    def _non_finite_weights(self) -> list[str]:
+        """Names of the model's parameters and buffers (the memory included) holding NaN or Inf."""
+        tensors = list(self.model.named_parameters()) + list(self.model.named_buffers())
+        return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
     def save(self, path: Path) -> Path:
         saved = save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
                                 trainer=self._trainer_state())
@@ -340,13 +345,18 @@ class Trainer:
                 values = self.train_step(image, mask)
                 images_seen += len(image) * self.world
                 rate = images_seen / max(time.perf_counter() - started, 1e-9)
-                if not all(math.isfinite(v) for v in values.values()):
+                saving = main and (config.val_every and self.step % config.val_every == 0 or self.step == config.steps
+                                   or config.checkpoint_every and self.step % config.checkpoint_every == 0)
+                broken = [k for k, v in values.items() if not math.isfinite(v)]
+                if not broken and saving:  # a finite loss can still come with overflowed gradients
+                    broken = self._non_finite_weights()
+                if broken:
                     poisoned = True
                     kept = (f"{self.out / 'last.pt'} keeps step {self.last_saved_step}" if self.last_saved_step
                             else "no checkpoint of this run was written before it")
-                    raise FloatingPointError(f"non-finite loss at step {self.step}: {values}; the weights are no "
-                                             f"longer finite and were not saved ({kept}); lower the learning "
-                                             "rate or check the data, then resume from the last checkpoint")
+                    raise FloatingPointError(f"non-finite values at step {self.step} ({', '.join(broken[:4])}): "
+                                             f"losses {values}; the weights were not saved ({kept}); lower the "
+                                             "learning rate or check the data, then resume from the last checkpoint")
                 record = {"step": self.step, **{k: round(v, 6) for k, v in values.items()},
                           "images_per_s": round(rate, 2)}
                 if config.val_every and self.step % config.val_every == 0 or self.step == config.steps:
@@ -369,6 +379,6 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
-            if main and self.step > 0 and not poisoned:
+            if main and self.step > 0 and not poisoned and not self._non_finite_weights():
                 self.save(self.out / "last.pt")  # nothing lost on Ctrl-C or a crash mid-run
         return self.metrics

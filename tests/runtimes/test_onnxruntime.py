@@ -250,3 +250,9 @@ def test_outputs_go_where_asked_or_fail_in_one_line(bundles, tmp_path):
     result = CliRunner().invoke(cli, ["parity", str(bundle), "--json", str(tmp_path / "blocker" / "r.json")])
     assert result.exit_code == 2 and result.output.startswith("Error: ") and "blocker" in result.output
     assert "Traceback" not in result.output and "parity:" not in result.output  # refused before the check ran
+
+
+def test_commands_take_the_current_directory_as_a_bundle(bundles, monkeypatch):
+    monkeypatch.chdir(bundles("fp32", "onnx").path)
+    result = CliRunner().invoke(cli, ["parity", "."])
+    assert result.exit_code == 0 and "PASSED" in result.output, result.output

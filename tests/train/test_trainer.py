@@ -126,11 +126,29 @@ def test_interrupt_keeps_the_last_step_and_periodic_checkpoints(tmp_path):
 def test_non_finite_loss_stops_without_overwriting_the_last_good_checkpoint(tmp_path):
     trainer = make_trainer(small_config(tmp_path, steps=10, val_every=2))
     trainer.train_data = StopAt(trainer.train_data, at=4, error=None)  # NaN images at step 4
-    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 4.*last\.pt keeps step 2"):
+    with pytest.raises(FloatingPointError, match=r"non-finite values at step 4 \(inpaint.*last\.pt keeps step 2"):
         trainer.fit(progress=False)
     model, data = load_model(Path(trainer.config.out) / "last.pt")
     assert data["step"] == 2  # the last save before the bad step (val_every=2), not the poisoned weights
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())
+
+
+def test_non_finite_weights_behind_a_finite_loss_are_not_saved(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=10, val_every=2))
+    step = trainer.train_step
+
+    def poisoning_step(image, mask):  # step 4: the loss is finite but an update overflowed
+        values = step(image, mask)
+        if trainer.step == 4:
+            with torch.no_grad():
+                trainer.model.head.weight.view(-1)[0] = float("inf")
+        return values
+
+    trainer.train_step = poisoning_step
+    with pytest.raises(FloatingPointError, match=r"non-finite values at step 4 \(head\.weight\).*keeps step 2"):
+        trainer.fit(progress=False)
+    model, data = load_model(Path(trainer.config.out) / "last.pt")
+    assert data["step"] == 2 and all(torch.isfinite(p).all() for p in model.state_dict().values())
 
 
 def test_train_cli_resumes(tmp_path):
