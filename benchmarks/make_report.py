@@ -17,15 +17,22 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def open_section(lines: list[str], name: str, title: str) -> dict | None:
+    """Add the section's heading; the committed result, or a line saying there is none yet."""
+    data = load(name)
+    lines += [f"## {title}", ""]
+    if data is None:
+        lines += ["No result committed yet.", ""]
+    return data
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
 
 def section_bench(lines: list[str]) -> None:
-    data = load("bench")
-    lines += ["## `cicm-deploy bench` (CPU)", ""]
+    data = open_section(lines, "bench", "`cicm-deploy bench` (CPU)")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     lines += [f"Target `{data['target']}`, {data['device']}, {data['date']}, {data['threads']} threads; "
               + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
@@ -53,10 +60,8 @@ def section_bench(lines: list[str]) -> None:
 
 
 def section_ort(lines: list[str]) -> None:
-    data = load("ort_vs_torch")
-    lines += ["## onnxruntime CPU vs PyTorch CPU eager (target >= 1.5x)", ""]
+    data = open_section(lines, "ort_vs_torch", "onnxruntime CPU vs PyTorch CPU eager (target >= 1.5x)")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     ratio = data["speedup_onnxruntime_over_pytorch"]
     lines += [f"{data['date']}, {data['device']}, {data['threads']} threads each, {data['model']}, batch "
@@ -65,7 +70,8 @@ def section_ort(lines: list[str]) -> None:
     for name, value in data["median_ms"].items():
         lines.append(f"| {name} | {value:.1f} | {data['p90_ms'][name]:.1f} |")
     runs = data.get("runs", [])
-    lines += ["", f"onnxruntime is **{ratio:.2f}x** PyTorch eager in the latest run: target {verdict(data['target_met'])}."]
+    lines += ["", f"onnxruntime is **{ratio:.2f}x** PyTorch eager in the latest run: "
+                  f"target {verdict(data['target_met'])}."]
     if len(runs) > 1:
         low, high = min(min(r["ratios"]) for r in runs), max(max(r["ratios"]) for r in runs)
         met = sum(r["ratio"] >= data["target"] for r in runs)
@@ -95,10 +101,8 @@ def section_ort(lines: list[str]) -> None:
 
 
 def section_fill(lines: list[str]) -> None:
-    data = load("hole_fill")
-    lines += ["## Hole fills: quality and cost", ""]
+    data = open_section(lines, "hole_fill", "Hole fills: quality and cost")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     lines += [f"{data['date']}, {data['device']}, {data['threads']} threads, one {data['size']}² frame; command: "
               f"`{data['command']}`.", ""]
@@ -116,10 +120,8 @@ def section_fill(lines: list[str]) -> None:
 
 
 def section_train(lines: list[str]) -> None:
-    data = load("train_cost")
-    lines += ["## Training: cost of the memory update (target <= 10 % of a step)", ""]
+    data = open_section(lines, "train_cost", "Training: cost of the memory update (target <= 10 % of a step)")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     med = data["median_step_ms"]
     lines += [f"{data['date']}, {data['device']}, {data['threads']} threads, preset `{data['preset']}`, batch "
@@ -131,10 +133,8 @@ def section_train(lines: list[str]) -> None:
 
 
 def section_stream(lines: list[str]) -> None:
-    data = load("stream_vs_loop")
-    lines += ["## Inpainter.stream() vs a per-frame loop (target >= 1.3x)", ""]
+    data = open_section(lines, "stream_vs_loop", "Inpainter.stream() vs a per-frame loop (target >= 1.3x)")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     fps = data["frames_per_s"]
     loop = fps["per-frame loop"]
@@ -147,10 +147,8 @@ def section_stream(lines: list[str]) -> None:
 
 
 def section_memory(lines: list[str]) -> None:
-    data = load("memory_growth")
-    lines += ["## Memory magnitude: additive (Eq. 2) vs bounded update", ""]
+    data = open_section(lines, "memory_growth", "Memory magnitude: additive (Eq. 2) vs bounded update")
     if data is None:
-        lines += ["No result committed yet.", ""]
         return
     rows = {r["rule"]: r for r in data["results"]}
     lines += [f"{data['date']}, {data['device']}, preset `{data['preset']}`, {data['steps']} batches of "

@@ -248,12 +248,11 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                 fixed_batch, fixed_h, fixed_w = runtime.fixed_shape
                 if any((fixed_batch and b != fixed_batch) or (fixed_h and s != fixed_h) or (fixed_w and s != fixed_w)
                        for b in batches for s in sizes):
-                    hint = (f"--batch {fixed_batch}" if fixed_batch else "") + \
-                        (f" --size {fixed_h}" if fixed_h is not None and fixed_h == fixed_w else "")
-                    fixed = "x".join(str(d) if d else n for d, n in ((fixed_batch, "N"), (fixed_h, "H"), (fixed_w, "W")))
-                    square = fixed_h == fixed_w or fixed_h is None and fixed_w is None
-                    raise ValueError(f"bundle {bundle} is fixed at {fixed} (exported with --static/--batch); bench it "
-                                     f"with {hint.strip()}" + ("" if square else " after exporting a square --static size"))
+                    fixed = "x".join(str(d) if d else n for d, n in zip(runtime.fixed_shape, "NHW"))
+                    hint = " ".join([f"--batch {fixed_batch}"] * bool(fixed_batch)
+                                    + [f"--size {fixed_h}"] * bool(fixed_h))
+                    raise ValueError(f"bundle {bundle} is fixed at {fixed} (exported with --static/--batch); " + (
+                        f"bench it with {hint}" if fixed_h == fixed_w else "bench takes square sizes: export one"))
                 cases[backend] = _Case(runtime.run)
             else:
                 from .checkpoint import load_model

@@ -10,14 +10,21 @@ from .model import UNetCICM
 from .runtimes.base import finish_batch, prepare_batch
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def is_device_name(name: object) -> bool:
+    """auto, cpu, cuda or cuda:N: the devices the CLI and the trainer accept."""
+    return isinstance(name, str) and (name in ("auto", "cpu", "cuda")
+                                      or name.startswith("cuda:") and name[5:].isdigit())
+
+
+def pick_device(name: str = "auto", fix: str = "use --device cpu") -> torch.device:
+    """The torch device for ``name``; ValueError (ending in ``fix``) for a name or GPU this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not (name in ("cpu", "cuda") or name.startswith("cuda:") and name[5:].isdigit()):
+    if not is_device_name(name):
         raise ValueError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but this machine has no CUDA GPU; use --device cpu")
+        raise ValueError(f"device {name!r} was asked for but this torch {torch.__version__} sees no CUDA GPU; {fix}")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} was asked for but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device

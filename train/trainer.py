@@ -32,6 +32,7 @@ from cicm_deploy.checkpoint import read_checkpoint, save_checkpoint
 from cicm_deploy.config import ConfigError, ModelConfig
 from cicm_deploy.memory import GeneralizationStats
 from cicm_deploy.model import UNetCICM
+from cicm_deploy.predict import is_device_name, pick_device
 
 from .losses import LossWeights, PatchDiscriminator, generator_loss, relativistic_losses
 from .masks import evaluation_masks, sample_mask
@@ -66,8 +67,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         def check(name: str, kind: type, ok: Callable[[Any], bool], expected: str) -> None:
             value = getattr(self, name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not ((number if kind is float else isinstance(value, kind) and not isinstance(value, bool)) and ok(value)):
+            kinds = (int, float) if kind is float else kind  # JSON writes 0.0002 and 0 alike
+            if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
                 raise ConfigError(f"train.{name} = {value!r}: expected {expected}")
 
         for name in ("steps", "batch_size", "log_every", "d_width"):
@@ -83,10 +84,8 @@ class TrainConfig:
         check("out", str, lambda v: bool(v), "a folder path")
         if not isinstance(self.amp, bool):
             raise ConfigError(f"train.amp = {self.amp!r}: expected true or false")
-        device = self.device
-        if not (isinstance(device, str) and (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")
-                                              and device[5:].isdigit())):
-            raise ConfigError(f"train.device = {device!r}: expected auto, cpu, cuda or cuda:N")
+        if not is_device_name(self.device):
+            raise ConfigError(f"train.device = {self.device!r}: expected auto, cpu, cuda or cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,7 +189,8 @@ class Trainer:
         self.rank, self.world = _distributed()
         self.device = self._pick_device(config.device)
         if config.crop % model_config.stride:
-            raise ConfigError(f"train.crop = {config.crop} must be a multiple of the model stride {model_config.stride}")
+            raise ConfigError(f"train.crop = {config.crop} must be a multiple of the model stride "
+                              f"{model_config.stride}")
         torch.manual_seed(config.seed)
         self.model = UNetCICM(model_config).to(self.device)
         self.discriminator = PatchDiscriminator(config.d_width).to(self.device)
@@ -221,13 +221,10 @@ class Trainer:
                 local = int(os.environ.get("LOCAL_RANK", 0))
                 return torch.device("cuda", local)
             return torch.device("cpu")
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r}, but this torch {torch.__version__} sees no CUDA GPU; "
-                              "use --set train.device=cpu (or auto)")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ConfigError(f"train.device = {name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-        return device
+        try:
+            return pick_device(name, fix="use --set train.device=cpu (or auto)")
+        except ValueError as exc:
+            raise ConfigError(f"train.device: {exc}") from None
 
     # -- data ---------------------------------------------------------------------------------
     def attach_data(self, train: PhotoSampler, val: PhotoSampler | None) -> None:
@@ -252,11 +249,8 @@ class Trainer:
         return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
     def save(self, path: Path) -> Path:
-        saved = save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
-                                trainer=self._trainer_state())
-        if path.name == "last.pt":
-            self.last_saved_step = self.step
-        return saved
+        return save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
+                               trainer=self._trainer_state())
 
     def _resume(self, path: str) -> None:
         data = read_checkpoint(path, map_location=self.device)
@@ -337,7 +331,7 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, disable=not (progress and main), unit="step",
                    dynamic_ncols=True)
         images_seen, started = 0, time.perf_counter()
-        self.last_saved_step: int | None = None
+        self.last_saved_step: int | None = None  # of this run's last.pt, for the non-finite error
         poisoned = False  # a non-finite step has already updated the weights: they must not overwrite last.pt
         try:
             while self.step < config.steps:
@@ -345,10 +339,10 @@ class Trainer:
                 values = self.train_step(image, mask)
                 images_seen += len(image) * self.world
                 rate = images_seen / max(time.perf_counter() - started, 1e-9)
-                saving = main and (config.val_every and self.step % config.val_every == 0 or self.step == config.steps
-                                   or config.checkpoint_every and self.step % config.checkpoint_every == 0)
+                validating = bool(config.val_every and self.step % config.val_every == 0 or self.step == config.steps)
+                checkpointing = bool(config.checkpoint_every and self.step % config.checkpoint_every == 0)
                 broken = [k for k, v in values.items() if not math.isfinite(v)]
-                if not broken and saving:  # a finite loss can still come with overflowed gradients
+                if not broken and main and (validating or checkpointing):  # a finite loss can hide overflowed weights
                     broken = self._non_finite_weights()
                 if broken:
                     poisoned = True
@@ -359,7 +353,7 @@ class Trainer:
                                              "learning rate or check the data, then resume from the last checkpoint")
                 record = {"step": self.step, **{k: round(v, 6) for k, v in values.items()},
                           "images_per_s": round(rate, 2)}
-                if config.val_every and self.step % config.val_every == 0 or self.step == config.steps:
+                if validating:
                     val = self.validate()
                     if val is not None:
                         record["val_psnr"] = round(val, 3)
@@ -367,7 +361,8 @@ class Trainer:
                     self.metrics.update(step=self.step, images_per_s=record["images_per_s"])
                     if main:
                         self.save(self.out / "last.pt")
-                if main and config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                        self.last_saved_step = self.step
+                if main and checkpointing:
                     self.save(self.out / f"step_{self.step}.pt")
                 if main and (self.step % config.log_every == 0 or "val_psnr" in record):
                     with open(log_path, "a") as handle:

@@ -250,6 +250,7 @@ def test_train_cli_cuda_without_gpu_and_resume_past_the_end(tmp_path):
               "train.val_fraction=0.0", "--set", "train.val_images=0"]
     result = CliRunner().invoke(cli, common + ["--steps", "1", "--set", "train.device=cuda"])
     assert result.exit_code == 2 and "sees no CUDA GPU" in result.output, result.output
+    assert "train.device: device 'cuda' was asked for" in result.output and "--set train.device=cpu" in result.output
     assert CliRunner().invoke(cli, common + ["--steps", "2"]).exit_code == 0
     result = CliRunner().invoke(cli, common + ["--steps", "2", "--resume", str(tmp_path / "run" / "last.pt")])
     assert result.exit_code == 2 and "already at step 2" in result.output, result.output
