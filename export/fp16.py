@@ -160,8 +160,15 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
 
 
 def precision_report(proto: onnx.ModelProto) -> dict[str, list[str]]:
-    """Conv nodes by the element type of their weight: {"float16": [...], "float32": [...]}."""
+    """Conv nodes by the element type of their weight: {"float16": [...], "float32": [...]}.
+
+    A weight is an initializer or the output of a Constant node (the hole fill's fixed kernels)."""
     types = {init.name: init.data_type for init in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    types[node.output[0]] = attribute.t.data_type
     report: dict[str, list[str]] = {"float16": [], "float32": []}
     for node in proto.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1:

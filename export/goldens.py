@@ -2,7 +2,7 @@
 
 Crops of the photos shipped in ``cicm_deploy/assets/photos`` in batches ("sets"): by default two
 sets of 8 at two sizes (multiples of the stride); a static export gets sets of its own shape,
-16 images at least. Masks cycle through the paper's three hole-ratio bins. Stored with the
+16 images at least, from photos enlarged first where that shape exceeds them. Masks cycle through the paper's three hole-ratio bins. Stored with the
 composite and bottleneck routes of the PyTorch FP32 model in ``parity.npz`` under
 ``"{set}.{name}"``.
 """
@@ -20,6 +20,7 @@ from cicm_deploy.train.masks import BIN_NAMES, BINS, free_form_mask
 
 BASE_SIZES = ((128, 128), (128, 192))
 SEED = 20221128
+PIXELS_PER_CALL = 2**22  # PyTorch runs the goldens in chunks of at most this many pixels (memory)
 
 
 def photo_paths() -> list[Path]:
@@ -57,8 +58,7 @@ def make_inputs(sets: list[tuple[int, int, int]], seed: int = SEED) -> dict[str,
         for _ in range(count):
             photo = photos[counter % len(photos)]
             if height > photo.shape[0] or width > photo.shape[1]:
-                raise ValueError(f"golden size {height}x{width} exceeds the shipped photos "
-                                 f"({photo.shape[1]}x{photo.shape[0]}); export a smaller static size")
+                photo = cover(photo, height, width)
             y = int(rng.integers(0, photo.shape[0] - height + 1))
             x = int(rng.integers(0, photo.shape[1] - width + 1))
             images.append(photo[y:y + height, x:x + width].transpose(2, 0, 1))
@@ -72,6 +72,15 @@ def make_inputs(sets: list[tuple[int, int, int]], seed: int = SEED) -> dict[str,
     return arrays
 
 
+def cover(photo: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``photo`` (uint8 [h, w, 3]) enlarged, aspect kept, until it covers height x width."""
+    from PIL import Image
+
+    scale = max(height / photo.shape[0], width / photo.shape[1])
+    size = (max(width, round(photo.shape[1] * scale)), max(height, round(photo.shape[0] * scale)))
+    return np.asarray(Image.fromarray(photo).resize(size, Image.BICUBIC))
+
+
 @torch.no_grad()
 def make_goldens(model: UNetCICM, sets: list[tuple[int, int, int]]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Inputs plus PyTorch FP32 outputs; returns (arrays, set names)."""
@@ -80,8 +89,10 @@ def make_goldens(model: UNetCICM, sets: list[tuple[int, int, int]]) -> tuple[dic
     names = [f"s{i}" for i in range(len(sets))]
     level = str(max(model.config.cicm_levels)) if model.config.cicm_levels else None
     for name in names:
-        out = model(torch.from_numpy(arrays[f"{name}.image"]), torch.from_numpy(arrays[f"{name}.mask"]))
-        arrays[f"{name}.inpainted"] = out.composite.numpy()
+        images, masks = torch.from_numpy(arrays[f"{name}.image"]), torch.from_numpy(arrays[f"{name}.mask"])
+        chunk = max(1, PIXELS_PER_CALL // (images.shape[2] * images.shape[3]))
+        outs = [model(images[i:i + chunk], masks[i:i + chunk]) for i in range(0, len(images), chunk)]
+        arrays[f"{name}.inpainted"] = torch.cat([o.composite for o in outs]).numpy()
         if level is not None:
-            arrays[f"{name}.route"] = out.routes[level].numpy().astype(np.int32)
+            arrays[f"{name}.route"] = torch.cat([o.routes[level] for o in outs]).numpy().astype(np.int32)
     return arrays, names

@@ -176,6 +176,21 @@ def test_static_export(routed_checkpoint, tmp_path):
         assert np.array_equal(inpainter(frames[1], holes[1]), outs[1])
 
 
+def test_static_export_larger_than_the_shipped_photos(routed_checkpoint, tmp_path):
+    """A static size beyond the 384x384 photos (a video frame size) gets goldens from enlarged photos."""
+    from cicm_deploy.export.goldens import cover, photo_paths
+    from cicm_deploy.images import load_image
+
+    photo = load_image(photo_paths()[0])
+    enlarged = cover(photo, 400, 704)
+    assert enlarged.shape[0] >= 400 and enlarged.shape[1] >= 704 and enlarged.dtype == np.uint8
+    assert enlarged.shape[1] / enlarged.shape[0] == pytest.approx(photo.shape[1] / photo.shape[0], rel=0.01)
+
+    result = export_bundle(routed_checkpoint, tmp_path / "wide", static_hw=(400, 704), batch=1)
+    assert result.parity.passed, "\n".join(result.parity.lines())
+    assert all(s == {"count": 1, "height": 400, "width": 704} for s in result.manifest["parity"]["shapes"])
+
+
 @pytest.mark.parametrize("changes", [{"memory_mode": "anchor_only"}, {"memory_mode": "merged"},
                                      {"memory_region_size": 2}, {"cicm_levels": ()},
                                      {"memory_augment_scope": "top50", "memory_gamma_convention": "printed"}])
@@ -249,6 +264,12 @@ def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill, divers
     result = export_bundle(ckpt, tmp_path / "fp16", fp16=True, check=False)
     assert_fp16_matches_up_to_route_ties(model, result.path)
     assert result.manifest["ops_outside_tensorrt_parser"] == []
+    # every convolution is FP16, the fill's fixed kernels (Constant nodes) included, and the
+    # manifest says so
+    proto = onnx.load(str(result.path / "model.onnx"))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert result.manifest["precision_map"]["conv_fp16"] == len(convs)
+    assert result.manifest["precision_map"]["conv_fp32"] == 0
 
 
 def assert_fp16_matches_up_to_route_ties(model, bundle, tie=0.03) -> None:
