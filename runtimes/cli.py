@@ -172,7 +172,9 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
               show_default=True, help="Inference backend inside the server (auto: from what MODEL is).")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="Engine only: the CICMAugment plugin library it was built with.")
-@click.option("--verbose", is_flag=True, help="Show Triton's and PyTriton's own logs.")
+@click.option("--verbose", is_flag=True,
+              help="Show Triton's and PyTriton's own logs on the console (otherwise Triton's goes to a file, named "
+                   "when the server starts).")
 def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int, instances: int,
           queue_delay_us: int, backend: str, plugin: Path | None, verbose: bool) -> None:
     """Serve MODEL on Triton Inference Server (PyTriton), over HTTP and gRPC, with metrics.
@@ -185,6 +187,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
     def go() -> None:
         import logging
         import signal
+        import tempfile
         import time
 
         from cicm_deploy.inpainter import Inpainter
@@ -209,22 +212,24 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
                 raise KeyboardInterrupt
 
             signal.signal(signal.SIGTERM, terminate)
-            triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0))
+            log_file = None if verbose else Path(tempfile.mkstemp(prefix="cicm-deploy-triton-", suffix=".log")[1])
+            where_log = "run with --verbose for its log" if verbose else f"its log: {log_file}"
+            triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
             try:
                 bind_inpainter(triton, [inpainter] * instances, config)
                 try:
                     triton.run()
                 except Exception as exc:  # whatever stops the start (a timeout, a PyTriton error): one line
                     raise click.ClickException(f"the Triton server did not start ({type(exc).__name__}: {exc}); "
-                                               "run with --verbose for its log") from None
+                                               f"{where_log}") from None
                 info = inpainter.describe()
                 click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
                            f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
                            f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
-                           "Ctrl-C or SIGTERM stops", err=True)
+                           + ("" if verbose else f"Triton's log: {log_file}; ") + "Ctrl-C or SIGTERM stops", err=True)
                 while triton.is_alive():
                     time.sleep(0.5)
-                raise click.ClickException("the Triton server stopped unexpectedly (run with --verbose for its log)")
+                raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
             except KeyboardInterrupt:
                 click.echo("stopping", err=True)
             finally:

@@ -142,11 +142,12 @@ def bind_inpainter(triton: Any, inpainters: Sequence[Any], config: ServeConfig) 
     )
 
 
-def triton_config(config: ServeConfig, log_verbose: int = 0) -> Any:
+def triton_config(config: ServeConfig, log_verbose: int = 0, log_file: Path | None = None) -> Any:
+    """PyTriton's server settings; ``log_file``: where tritonserver writes its log instead of the console."""
     from pytriton.triton import TritonConfig
 
     return TritonConfig(http_port=config.http_port, grpc_port=config.grpc_port, metrics_port=config.metrics_port,
-                        log_verbose=log_verbose)
+                        log_verbose=log_verbose, log_file=log_file)
 
 
 # -- stock model repositories ----------------------------------------------------------------------

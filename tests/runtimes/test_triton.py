@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -315,3 +316,7 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert process.wait(timeout=60) == 0
     log = server["log"].read_text()
     assert "stopping" in log and log.rstrip().endswith("stopped")
+    # tritonserver's own log went to the file the serving line names, not to the console
+    assert "Started HTTPService" not in log
+    triton_log = Path(re.search(r"Triton's log: (\S+);", log).group(1))
+    assert f'Started HTTPService at 0.0.0.0:{server["http"]}' in triton_log.read_text()
