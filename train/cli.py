@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,10 @@ def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_frac
 
         if names and len(names) != len(targets):
             raise UserError(f"{len(names)} --name values for {len(targets)} targets; give one per target or none")
+        needed = {"skimage": "scikit-image", **({"cv2": "OpenCV", "scipy": "SciPy"} if baselines else {})}
+        missing = [name for module, name in needed.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            raise UserError(f"eval needs {' and '.join(missing)}: pip install 'cicm-deploy[eval]'")
         methods = {}
         for index, target in enumerate(targets):
             label, predict = _predictor(target)

@@ -104,6 +104,16 @@ def test_eval_command(tmp_path, routed_checkpoint, bundles):
     assert Image.open(out.with_name("report_examples.png")).size == (160 * 8, 18 + 160 * 2)
 
 
+def test_eval_without_its_extra_says_what_to_install(tmp_path, routed_checkpoint, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    result = CliRunner().invoke(cli, ["eval", str(routed_checkpoint), "--data", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: eval needs scikit-image: pip install 'cicm-deploy[eval]'"
+
+
 def test_demo_with_a_checkpoint(tmp_path, routed_checkpoint):
     out = tmp_path / "demo.png"
     result = CliRunner().invoke(cli, ["demo", "-o", str(out), "--checkpoint", str(routed_checkpoint)])
