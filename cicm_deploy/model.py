@@ -99,9 +99,15 @@ def _pyramid_fill(image: torch.Tensor, hole: torch.Tensor, levels: int, steps: C
     filled = colours[-1] / weights[-1].clamp(min=1e-6)
     for level in range(levels - 1, -1, -1):
         colour, weight = colours[level], weights[level]
-        coarse = F.interpolate(filled, size=colour.shape[-2:], mode="bilinear", align_corners=False)
-        share = weight.clamp(max=1.0)
-        anchor = colour / weight.clamp(min=1e-6) * share
+        if level < even_levels:  # exactly twice the coarser size: a constant scale, no shape arithmetic in a graph
+            coarse = F.interpolate(filled, scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            coarse = F.interpolate(filled, size=colour.shape[-2:], mode="bilinear", align_corners=False)
+        if level == 0:  # coverage is the 0/1 mask: what the general formula gives (exactly, for a 0/1 hole)
+            share, anchor = weight, colour
+        else:
+            share = weight.clamp(max=1.0)
+            anchor = colour / weight.clamp(min=1e-6) * share
         filled = anchor + coarse * (1.0 - share)
         if steps is None:
             continue
