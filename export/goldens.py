@@ -2,9 +2,9 @@
 
 Crops of the photos shipped in ``cicm_deploy/assets/photos`` in batches ("sets"): by default two
 sets of 8 at two sizes (multiples of the stride); a static export gets sets of its own shape,
-16 images at least, from photos enlarged first where that shape exceeds them. Masks cycle through the paper's three hole-ratio bins. Stored with the
-composite and bottleneck routes of the PyTorch FP32 model in ``parity.npz`` under
-``"{set}.{name}"``.
+16 images at least, from photos enlarged first where that shape exceeds them. Masks cycle
+through the paper's three hole-ratio bins. Stored with the composite and bottleneck routes of
+the PyTorch FP32 model in ``parity.npz`` under ``"{set}.{name}"``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def cover(photo: np.ndarray, height: int, width: int) -> np.ndarray:
 
     scale = max(height / photo.shape[0], width / photo.shape[1])
     size = (max(width, round(photo.shape[1] * scale)), max(height, round(photo.shape[0] * scale)))
-    return np.asarray(Image.fromarray(photo).resize(size, Image.BICUBIC))
+    return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BICUBIC))
 
 
 @torch.no_grad()
