@@ -1,7 +1,8 @@
 """Video in, video out: a fixed occlusion mask, or per-frame boxes rasterized to masks. OpenCV I/O.
 
 Boxes file (JSON lines): ``{"frame": 12, "boxes": [[x0, y0, x1, y1], ...]}`` in pixels, x1/y1
-exclusive; frames without a line have no hole and are copied through untouched. The output has
+exclusive, clipped to the frame (a box wholly outside it masks nothing); frames without a line
+have no hole and are copied through untouched. The output has
 the input's container and frame rate, no audio. Ctrl-C stops cleanly: the frames written so far
 form a playable file.
 """
@@ -92,10 +93,32 @@ def load_boxes(path: str | os.PathLike, width: int, height: int) -> dict[int, li
 
 
 def boxes_mask(entries: list[tuple[int, int, int, int]], width: int, height: int) -> np.ndarray:
+    """The boxes clipped to the frame, as a hole mask (both ends clipped: a negative end is not a
+    Python index from the far side)."""
     mask = np.zeros((height, width), dtype=bool)
     for x0, y0, x1, y1 in entries:
-        mask[max(0, y0):min(height, y1), max(0, x0):min(width, x1)] = True
+        top, bottom = min(max(0, y0), height), min(max(0, y1), height)
+        left, right = min(max(0, x0), width), min(max(0, x1), width)
+        mask[top:bottom, left:right] = True
     return mask
+
+
+def fourcc(target: Path) -> str:
+    """The codec written into ``target``'s container, named by its suffix."""
+    code = FOURCC.get(target.suffix.lower())
+    if code is None:
+        raise VideoError(f"cannot write {target}: unknown container {target.suffix!r}; expected one of "
+                         f"{', '.join(sorted(FOURCC))}")
+    return code
+
+
+def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Refuse what would lose data or fail only after the model has loaded."""
+    source, target = Path(source), Path(target)
+    fourcc(target)
+    if target.exists() and source.exists() and os.path.samefile(source, target):
+        raise VideoError(f"the output {target} is the input video: writing it would destroy the frames being "
+                         "read; choose another output path")
 
 
 class VideoWriter:
@@ -104,10 +127,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float) -> None:
         cv2 = _cv2()
         self.path = Path(path)
-        code = FOURCC.get(self.path.suffix.lower())
-        if code is None:
-            raise VideoError(f"cannot write {self.path}: unknown container {self.path.suffix!r}; expected one of "
-                             f"{', '.join(sorted(FOURCC))}")
+        code = fourcc(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*code), fps, (width, height))
         if not self.writer.isOpened():
@@ -131,6 +151,7 @@ def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLik
         raise VideoError("give either a fixed mask or per-frame boxes")
     if mask is not None and mask.shape != (info.height, info.width):
         raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
+    check_paths(source, target)
     writer = VideoWriter(target, info.width, info.height, info.fps)
     done = False
     try:
@@ -141,6 +162,8 @@ def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLik
         for frame in inpainter.stream(read_frames(source), masks, batch_size=batch_size):
             writer.write(frame)
             on_frame(writer.count)
+        if writer.count == 0:
+            raise VideoError(f"{source} gave no frame to read (its container says {info.frames}); nothing was written")
         done = True
     finally:
         writer.close()  # the frames written so far stay playable, Ctrl-C included

@@ -124,6 +124,60 @@ def test_concurrent_calls_match_serial(bundles, frames, masks, workers):
         assert all(np.array_equal(a, b) for a, b in zip(outputs, serial))
 
 
+def test_frames_are_never_the_callers_buffers(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        untouched = inpaint(frames[0], np.zeros_like(masks[0]))  # no hole: the network is skipped
+        assert np.array_equal(untouched, frames[0]) and not np.may_share_memory(untouched, frames[0])
+        buffer = frames[0].copy()
+
+        def camera():  # an SDK that reuses one buffer for every frame
+            for frame in frames:
+                buffer[:] = frame
+                yield buffer
+
+        hole = masks[0][:, :, None]  # [H, W, 1]: one mask for every frame, as __call__ takes it
+        streamed = list(inpaint.stream(camera(), hole, batch_size=4))
+        assert all(np.array_equal(a, inpaint(f, masks[0])) for a, f in zip(streamed, frames))
+        empty = list(inpaint.stream(camera(), np.zeros_like(masks[0]), batch_size=4))
+        assert all(np.array_equal(a, f) for a, f in zip(empty, frames))
+
+
+def test_stream_hands_out_the_frames_read_before_a_source_error(bundles, frames, masks):
+    def failing_camera():
+        yield from frames[:3]
+        raise RuntimeError("camera disconnected")
+
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        stream = inpaint.stream(failing_camera(), masks[0], batch_size=4)
+        got = [next(stream) for _ in range(3)]
+        assert all(np.array_equal(a, inpaint(f, masks[0])) for a, f in zip(got, frames))
+        with pytest.raises(RuntimeError, match="camera disconnected"):
+            next(stream)
+        collected = []
+        with pytest.raises(ValueError, match="fewer masks than frames"):
+            for frame in inpaint.stream(frames, masks[:3], batch_size=2):
+                collected.append(frame)
+        assert len(collected) == 3  # the frames that had masks come out before the error
+
+
+def test_a_closed_inpainter_refuses_work(bundles, frames, masks):
+    inpaint = Inpainter(bundles("fp32", "onnx").path)
+    inpaint.close()
+    inpaint.close()  # twice is fine
+    for use in (lambda: inpaint(frames[0], masks[0]), lambda: inpaint.batch(frames[:2], masks[:2]),
+                lambda: next(inpaint.stream(frames, masks[0])), inpaint.describe):
+        with pytest.raises(RuntimeError, match="this Inpainter is closed"):
+            use()
+    assert not inpaint.runtime.loaded
+
+
+def test_a_zero_one_uint8_mask_warns(bundles, frames, masks):
+    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
+        with pytest.warns(UserWarning, match="only 0s and 1s"):
+            out = inpaint(frames[0], masks[0].astype(np.uint8))
+        assert np.array_equal(out, frames[0])  # the 255 = hole rule holds; the warning says what happened
+
+
 def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         Inpainter(tmp_path / "none")
@@ -199,6 +253,8 @@ def test_boxes_file_and_masks(tmp_path):
     edge = boxes_mask(boxes[3], 56, 40)
     assert edge.sum() == 10 * 6 and edge[30:, 50:].all()
     assert not boxes_mask(boxes.get(1, []), 56, 40).any()  # a frame without an entry keeps every pixel
+    # boxes ending before the frame's first row or column (detector output) mask nothing
+    assert not boxes_mask([(-20, 0, -5, 40), (0, -20, 56, -10), (60, 0, 80, 40)], 56, 40).any()
     path.write_text('{"frame": 2, "boxes": [[1, 2, 3]]}')
     with pytest.raises(VideoError, match="is not \\[x0, y0, x1, y1\\]"):
         load_boxes(path, 56, 40)
@@ -236,6 +292,17 @@ def test_inpaint_video_hands_each_frame_its_boxes(tmp_path, frames):
         inpaint_video(Broken(), clip, tmp_path / "failed.avi", boxes={})
     assert not (tmp_path / "failed.avi").exists()  # no empty file left behind
 
+    import cicm_deploy.video as video
+
+    real = video.read_frames
+    try:  # a file whose container opens but which yields no frame: an error, not "wrote 0 frames"
+        video.read_frames = lambda path: iter(())
+        with pytest.raises(video.VideoError, match="gave no frame"):
+            inpaint_video(Recorder(), clip, tmp_path / "empty.avi", boxes={})
+    finally:
+        video.read_frames = real
+    assert not (tmp_path / "empty.avi").exists()
+
 
 def test_video_user_errors(tmp_path, frames, bundles):
     clip = tmp_path / "in.avi"
@@ -252,12 +319,17 @@ def test_video_user_errors(tmp_path, frames, bundles):
         (["video", str(clip), str(tmp_path / "o.mp4"), "--boxes", str(bad), "--model", model], "x0 < x1"),
         (["video", str(tmp_path / "none.mp4"), str(tmp_path / "o.mp4"), "--boxes", str(bad), "--model", model],
          "does not exist"),
-        (["video", str(clip), str(tmp_path / "o.xyz"), "--boxes", str(tmp_path / "empty.jsonl"), "--model", model],
+        (["video", str(clip), str(tmp_path / "o.mp4"), "--boxes", str(tmp_path / "empty.jsonl"), "--model", model],
          "cannot be read"),
+        (["video", str(clip), str(tmp_path / "o.webm"), "--boxes", str(good), "--model", str(tmp_path / "no-model")],
+         "unknown container '.webm'"),  # refused before the model (here: none) is opened
+        (["video", str(clip), str(clip), "--boxes", str(good), "--model", model], "is the input video"),
         (["video", str(still), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
          "is not a readable video"),
     ]
+    size = clip.stat().st_size
     for args, message in cases:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not list(tmp_path.glob("o.*"))  # no output file from a refused run
+    assert clip.stat().st_size == size and count_frames(clip) == len(frames)  # the input survives
