@@ -21,6 +21,7 @@ are taken as they are.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,15 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
     else:
         gray = np.asarray(image.convert("RGB").convert("L"))
     hole = gray >= MASK_THRESHOLD
+    _warn_if_zero_one(hole, gray, what)
     return ~hole if invert else hole
+
+
+def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str) -> None:
+    """A mask of 0s and 1s (a common way to write one) holds no hole under the 255 = hole rule: say so."""
+    if not hole.any() and values.any() and int(values.max()) == 1:
+        warnings.warn(f"{what} holds only 0s and 1s, which is no hole at all: 255 (or True) marks a hole; "
+                      "pass mask.astype(bool) or mask * 255 for a 0/1 mask", UserWarning, stacklevel=3)
 
 
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
@@ -154,6 +163,7 @@ def as_mask_array(mask: Any, invert: bool = False, what: str = "mask") -> np.nda
         hole = array
     elif array.dtype == np.uint8:
         hole = array >= MASK_THRESHOLD
+        _warn_if_zero_one(hole, array, what)
     elif array.dtype == np.uint16:
         hole = _sixteen_to_eight(array) >= MASK_THRESHOLD
     else:

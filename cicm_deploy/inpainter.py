@@ -80,6 +80,7 @@ class Inpainter:
             return TensorRTBackend(path, plugin=plugin)
 
         self._runtimes: list[Any] = []
+        self._closed = False
         try:
             for _ in range(workers):
                 self._runtimes.append(open_runtime().load())
@@ -99,8 +100,14 @@ class Inpainter:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
+        """Release every runtime; calling again does nothing, using the Inpainter afterwards is an error."""
+        self._closed = True
         for runtime in self._runtimes:
             runtime.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Inpainter is closed; make a new one")
 
     def __enter__(self) -> "Inpainter":
         return self
@@ -110,17 +117,21 @@ class Inpainter:
 
     def describe(self) -> dict[str, Any]:
         """Backend, device, precision, routing, versions and the number of workers."""
+        self._check_open()
         return {**self.runtime.describe(), "workers": self.workers}
 
     # -- frames -----------------------------------------------------------------------------------
     def _pair(self, image: Any, mask: Any, converted: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        rgb = as_rgb_array(image)
-        hole = mask if converted else as_mask_array(mask, invert=self.invert_masks)
+        """Validated copies: the caller may reuse its buffers (a camera SDK's) once this returns, and a
+        frame handed back is never the caller's own array."""
+        rgb = _own(as_rgb_array(image), image)
+        hole = mask if converted else _own(as_mask_array(mask, invert=self.invert_masks), mask)
         check_same_size(rgb, hole)
         return rgb, hole
 
     def _infer(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Same-sized pairs -> frames. Frames without a hole skip the network."""
+        self._check_open()
         results: list[np.ndarray | None] = [rgb if not hole.any() else None for rgb, hole in pairs]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
@@ -165,18 +176,20 @@ class Inpainter:
         """
         if batch_size < 1 or queue_size < 1:
             raise ValueError("batch_size and queue_size must be at least 1")
+        self._check_open()
         from PIL import Image
 
-        single = isinstance(mask_or_masks, Image.Image) or (isinstance(mask_or_masks, np.ndarray)
-                                                           and mask_or_masks.ndim == 2)
-        static = as_mask_array(mask_or_masks, invert=self.invert_masks) if single else None
+        single = isinstance(mask_or_masks, Image.Image) or (  # [H, W] or [H, W, 1]; [N, H, W] is one per frame
+            isinstance(mask_or_masks, np.ndarray) and (mask_or_masks.ndim == 2 or mask_or_masks.shape[-1:] == (1,)
+                                                       and mask_or_masks.ndim == 3))
+        static = _own(as_mask_array(mask_or_masks, invert=self.invert_masks), mask_or_masks) if single else None
         masks = None if single else iter(mask_or_masks)
         ready: queue.Queue = queue.Queue(maxsize=queue_size)
         stop = threading.Event()
 
         def reader() -> None:
+            chunk: list[tuple[np.ndarray, np.ndarray]] = []
             try:
-                chunk: list[tuple[np.ndarray, np.ndarray]] = []
                 for frame in frames:
                     if stop.is_set():
                         return
@@ -194,7 +207,9 @@ class Inpainter:
                 if chunk:
                     ready.put(chunk)
                 ready.put(_DONE)
-            except BaseException as exc:  # handed to the consumer, raised there
+            except BaseException as exc:  # handed to the consumer, raised there, after the frames read before it
+                if chunk:
+                    ready.put(chunk)
                 ready.put(exc)
 
         thread = threading.Thread(target=reader, name="cicm-stream-reader", daemon=True)
@@ -229,3 +244,10 @@ class Inpainter:
                     ready.get_nowait()
                 except queue.Empty:
                     thread.join(timeout=0.05)
+
+
+def _own(converted: np.ndarray, given: Any) -> np.ndarray:
+    """``converted`` itself when it is a new array, else a copy (it was ``given``'s memory)."""
+    if isinstance(given, np.ndarray) and np.may_share_memory(converted, given):
+        return converted.copy()
+    return converted
