@@ -112,7 +112,8 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
     else:
         gray = np.asarray(image.convert("RGB").convert("L"))
     hole = gray >= MASK_THRESHOLD
-    _warn_if_zero_one(hole, gray, what)
+    if not image.mode.startswith("I"):  # 16-bit values scaled to 8 bits can be 0/1 without being a 0/1 mask
+        _warn_if_zero_one(hole, gray, what)
     return ~hole if invert else hole
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -171,11 +172,22 @@ def test_a_closed_inpainter_refuses_work(bundles, frames, masks):
     assert not inpaint.runtime.loaded
 
 
-def test_a_zero_one_uint8_mask_warns(bundles, frames, masks):
+def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
     with Inpainter(bundles("fp32", "onnx").path) as inpaint:
         with pytest.warns(UserWarning, match="only 0s and 1s"):
             out = inpaint(frames[0], masks[0].astype(np.uint8))
         assert np.array_equal(out, frames[0])  # the 255 = hole rule holds; the warning says what happened
+    from PIL import Image
+
+    from cicm_deploy.images import load_mask
+
+    Image.fromarray(masks[0].astype(np.uint8)).save(tmp_path / "zero_one.png")  # as segmentation tools write them
+    with pytest.warns(UserWarning, match="zero_one.png holds only 0s and 1s"):
+        assert not load_mask(tmp_path / "zero_one.png").any()
+    Image.fromarray(masks[0].astype(np.uint16) * 100).save(tmp_path / "sixteen.png")  # 16-bit: 0/1 after scaling only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_mask(tmp_path / "sixteen.png")
 
 
 def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
