@@ -90,13 +90,30 @@ def section_ort(lines: list[str]) -> None:
     lines += ["", f"Why the ratio sits around the target: {conv:.0f}% of onnxruntime's time is convolutions, which "
               "both runtimes run as vendor kernels (MLAS vs oneDNN) near this CPU's peak; onnxruntime's are faster "
               "and it saves PyTorch's separate LeakyReLU passes and its framework dispatch per op (the hole fill "
-              "alone is several hundred small ops), but the exported graph has little else left to remove: no "
-              "layout round trips (the decoder's skip concatenations are exported as two convolutions and an Add), "
-              "a hole fill of three element-wise ops per step (see the hole fill section). Why it moves between "
-              "runs on this shared 2-core machine is not settled: the probe columns record each run's compute, "
-              "bandwidth and dispatch speed, and none of them tracks the ratio across the runs so far. INT8 or "
-              "FP16 convolutions are the lever on CPU, not the runtime; on the deployment targets the same graph "
-              "runs in TensorRT."]
+              "alone is several hundred small ops), but the exported graph has little else left to remove. The "
+              "decoder's skip concatenations are exported as two convolutions and an Add, which onnxruntime sums "
+              "in its blocked channel layout; the LeakyReLU after that Add is not one of the activations its "
+              "layout pass fuses, so each decoder level keeps one layout round trip around it (about 1 ms in all, "
+              "profiled; a Concat instead costs the same in copies). The hole fill is three ops per step (see the "
+              "hole fill section). Why the ratio moves between runs on this shared 2-core machine is not settled: "
+              "the probe columns record each run's compute, bandwidth and dispatch speed, and none of them tracks "
+              "the ratio across the runs so far. INT8 or FP16 convolutions are the lever on CPU, not the runtime; "
+              "on the deployment targets the same graph runs in TensorRT.", "",
+              "Exact graph rewrites tried and not kept (each timed against the shipped graph in one process, "
+              "alternating):", "",
+              "- nearest upsampling + 3x3 convolution as four 2x2 phase convolutions (2.25x fewer multiply-adds "
+              "for the three decoder convolutions that read upsampled maps): the top level's convolution fell "
+              "from 4.4 to 2.3 ms, but interleaving the phases costs more than that in onnxruntime "
+              "(DepthToSpace 4.9 ms at 16x256x256, profiled; a ConvTranspose interleave or a 4x4 stride-2 "
+              "ConvTranspose is no faster);",
+              "- a fixed-shape bundle (`--static 256x256 --batch 1`), which lets onnxruntime fold the shape "
+              "arithmetic and the fill's neighbour counts: +5 %, +0.5 % and -1.5 % in three A/B runs, i.e. within "
+              "this machine's noise;",
+              "- `com.microsoft.FusedConv` with its sum input, for the decoder (17 % slower: the blocked layout "
+              "does not take it) and for the fill's steps (two ops a step instead of three: no faster);",
+              "- shape annotations that let the decoder's Add fuse into the convolution (0.4 %); the composite as "
+              "arithmetic instead of `Where` (within noise, and it would move the FP16 graph's bit-exact copy of "
+              "the known pixels)."]
     lines.append("")
 
 
