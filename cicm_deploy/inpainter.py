@@ -81,6 +81,7 @@ class Inpainter:
 
         self._runtimes: list[Any] = []
         self._closed = False
+        self._closing = threading.Lock()
         try:
             for _ in range(workers):
                 self._runtimes.append(open_runtime().load())
@@ -100,10 +101,21 @@ class Inpainter:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release every runtime; calling again does nothing, using the Inpainter afterwards is an error."""
-        self._closed = True
+        """Release every runtime once the calls in flight have finished with it; calling again does
+        nothing, using the Inpainter afterwards is an error."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+        free = getattr(self, "_free", None)  # absent when a runtime failed to open
+        if free is not None:
+            for _ in self._runtimes:
+                free.get()  # waits until no call is in flight on any runtime
         for runtime in self._runtimes:
             runtime.close()
+        if free is not None:
+            for runtime in self._runtimes:  # wakes calls still waiting for a runtime: they see the close and raise
+                free.put(runtime)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -138,6 +150,7 @@ class Inpainter:
             chosen = [pairs[i] for i in todo]
             runtime = self._free.get()  # blocks while every worker is busy
             try:
+                self._check_open()  # closed while this call waited for a runtime
                 frames = runtime.infer_pairs(chosen)
             finally:
                 self._free.put(runtime)
@@ -147,10 +160,12 @@ class Inpainter:
 
     def __call__(self, image: Any, mask: Any) -> np.ndarray:
         """One frame: RGB uint8 [H, W, 3] and a mask [H, W] (True/255 = hole) -> uint8 [H, W, 3]."""
+        self._check_open()
         return self._infer([self._pair(image, mask)])[0]
 
     def batch(self, images: Sequence[Any], masks: Sequence[Any]) -> list[np.ndarray]:
         """Several frames; those of the same size go through the network together."""
+        self._check_open()
         if len(images) != len(masks):
             raise ValueError(f"{len(images)} images but {len(masks)} masks")
         pairs = [self._pair(i, m) for i, m in zip(images, masks)]
@@ -222,6 +237,8 @@ class Inpainter:
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
+                    while pending:  # the frames read before the error come out first
+                        yield from pending.popleft().result()
                     if isinstance(item, StopIteration):
                         raise ValueError("fewer masks than frames") from None
                     raise item

@@ -143,20 +143,21 @@ def test_frames_are_never_the_callers_buffers(bundles, frames, masks):
         assert all(np.array_equal(a, f) for a, f in zip(empty, frames))
 
 
-def test_stream_hands_out_the_frames_read_before_a_source_error(bundles, frames, masks):
+@pytest.mark.parametrize("workers,batch_size", [(1, 4), (2, 2), (3, 1)])
+def test_stream_hands_out_the_frames_read_before_a_source_error(bundles, frames, masks, workers, batch_size):
     def failing_camera():
         yield from frames[:3]
         raise RuntimeError("camera disconnected")
 
-    with Inpainter(bundles("fp32", "onnx").path) as inpaint:
-        stream = inpaint.stream(failing_camera(), masks[0], batch_size=4)
-        got = [next(stream) for _ in range(3)]
-        assert all(np.array_equal(a, inpaint(f, masks[0])) for a, f in zip(got, frames))
+    with Inpainter(bundles("fp32", "onnx").path, workers=workers) as inpaint:
+        got = []
         with pytest.raises(RuntimeError, match="camera disconnected"):
-            next(stream)
+            for frame in inpaint.stream(failing_camera(), masks[0], batch_size=batch_size):
+                got.append(frame)
+        assert len(got) == 3 and all(np.array_equal(a, inpaint(f, masks[0])) for a, f in zip(got, frames))
         collected = []
         with pytest.raises(ValueError, match="fewer masks than frames"):
-            for frame in inpaint.stream(frames, masks[:3], batch_size=2):
+            for frame in inpaint.stream(frames, masks[:3], batch_size=batch_size):
                 collected.append(frame)
         assert len(collected) == 3  # the frames that had masks come out before the error
 
@@ -166,10 +167,47 @@ def test_a_closed_inpainter_refuses_work(bundles, frames, masks):
     inpaint.close()
     inpaint.close()  # twice is fine
     for use in (lambda: inpaint(frames[0], masks[0]), lambda: inpaint.batch(frames[:2], masks[:2]),
-                lambda: next(inpaint.stream(frames, masks[0])), inpaint.describe):
+                lambda: inpaint.batch([], []), lambda: next(inpaint.stream(frames, masks[0])), inpaint.describe):
         with pytest.raises(RuntimeError, match="this Inpainter is closed"):
             use()
     assert not inpaint.runtime.loaded
+
+
+def test_close_waits_for_calls_in_flight_and_stops_waiting_ones(bundles, frames, masks):
+    inpaint = Inpainter(bundles("fp32", "onnx").path)
+    runtime = inpaint.runtime
+    entered, release = threading.Event(), threading.Event()
+    real = runtime.infer_pairs
+
+    def slow(pairs):  # a call in flight that holds the only runtime until released
+        entered.set()
+        release.wait(10)
+        return real(pairs)
+
+    runtime.infer_pairs = slow
+    outcomes = {}
+
+    def call(name):
+        try:
+            outcomes[name] = inpaint(frames[0], masks[0]).shape
+        except RuntimeError as exc:
+            outcomes[name] = str(exc)
+
+    first = threading.Thread(target=call, args=("in flight",))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=call, args=("waiting",))  # waits for the runtime
+    second.start()
+    closer = threading.Thread(target=inpaint.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and runtime.loaded  # the call in flight keeps its runtime open
+    release.set()
+    for thread in (first, second, closer):
+        thread.join(10)
+    assert outcomes["in flight"] == frames[0].shape
+    assert outcomes["waiting"] == "this Inpainter is closed; make a new one"
+    assert not runtime.loaded  # and nothing reopened it
 
 
 def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
@@ -182,8 +220,10 @@ def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
     from cicm_deploy.images import load_mask
 
     Image.fromarray(masks[0].astype(np.uint8)).save(tmp_path / "zero_one.png")  # as segmentation tools write them
-    with pytest.warns(UserWarning, match="zero_one.png holds only 0s and 1s"):
+    with pytest.warns(UserWarning, match="zero_one.png holds only 0s and 1s, which reads as no hole at all"):
         assert not load_mask(tmp_path / "zero_one.png").any()
+    with pytest.warns(UserWarning, match="reads as every pixel a hole \\(inverted\\)"):
+        assert load_mask(tmp_path / "zero_one.png", invert=True).all()
     Image.fromarray(masks[0].astype(np.uint16) * 100).save(tmp_path / "sixteen.png")  # 16-bit: 0/1 after scaling only
     with warnings.catch_warnings():
         warnings.simplefilter("error")
