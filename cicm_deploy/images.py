@@ -113,14 +113,16 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
         gray = np.asarray(image.convert("RGB").convert("L"))
     hole = gray >= MASK_THRESHOLD
     if not image.mode.startswith("I"):  # 16-bit values scaled to 8 bits can be 0/1 without being a 0/1 mask
-        _warn_if_zero_one(hole, gray, what)
+        _warn_if_zero_one(hole, gray, what, invert)
     return ~hole if invert else hole
 
 
-def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str) -> None:
-    """A mask of 0s and 1s (a common way to write one) holds no hole under the 255 = hole rule: say so."""
+def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: bool) -> None:
+    """A mask of 0s and 1s (a common way to write one) is all kept or, inverted, all hole under the
+    255 = hole rule: say so."""
     if not hole.any() and values.any() and int(values.max()) == 1:
-        warnings.warn(f"{what} holds only 0s and 1s, which is no hole at all: 255 (or True) marks a hole; "
+        reading = "every pixel a hole (inverted)" if invert else "no hole at all"
+        warnings.warn(f"{what} holds only 0s and 1s, which reads as {reading}: 255 (or True) marks a hole; "
                       "pass mask.astype(bool) or mask * 255 for a 0/1 mask", UserWarning, stacklevel=3)
 
 
@@ -164,7 +166,7 @@ def as_mask_array(mask: Any, invert: bool = False, what: str = "mask") -> np.nda
         hole = array
     elif array.dtype == np.uint8:
         hole = array >= MASK_THRESHOLD
-        _warn_if_zero_one(hole, array, what)
+        _warn_if_zero_one(hole, array, what, invert)
     elif array.dtype == np.uint16:
         hole = _sixteen_to_eight(array) >= MASK_THRESHOLD
     else:
