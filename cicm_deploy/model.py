@@ -90,6 +90,10 @@ def _pyramid_fill(image: torch.Tensor, hole: torch.Tensor, levels: int, steps: C
     its stride), so they pool without ceil mode: the same numbers, and in an exported graph an
     AveragePool that onnxruntime runs 8x faster (89 against 708 us for 3x256x256, measured).
     """
+    side = 2**even_levels
+    if even_levels and not torch.jit.is_tracing() and (image.shape[-2] % side or image.shape[-1] % side):
+        raise ValueError(f"even_levels={even_levels} needs height and width divisible by {side}, got "
+                         f"{image.shape[-2]}x{image.shape[-1]}; pass even_levels=0 for any size")
     known = 1.0 - hole
     colours, weights = [image * known], [known]
     for level in range(levels):

@@ -225,6 +225,10 @@ def test_even_levels_pool_without_ceil_mode_and_change_nothing():
         image, hole = torch.rand(*shape), (torch.rand(shape[0], 1, *shape[2:]) > 0.5).float()
         assert torch.equal(harmonic_fill(image, hole), harmonic_fill(image, hole, even_levels=3))
         assert torch.equal(push_pull_fill(image, hole, smoothing=8), push_pull_fill(image, hole, smoothing=8, even_levels=3))
+    image, hole = torch.rand(1, 3, 36, 40), torch.zeros(1, 1, 36, 40)  # 36 is not a multiple of 8
+    with pytest.raises(ValueError, match="even_levels=3 needs height and width divisible by 8, got 36x40"):
+        harmonic_fill(image, hole, even_levels=3)
+    assert harmonic_fill(image, hole).shape == image.shape  # any size without the promise
 
 
 def test_residual_output_starts_at_the_hole_fill():
