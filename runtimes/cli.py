@@ -174,7 +174,7 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
               help="Engine only: the CICMAugment plugin library it was built with.")
 @click.option("--verbose", is_flag=True,
               help="Show Triton's and PyTriton's own logs on the console (otherwise Triton's goes to a file, named "
-                   "when the server starts).")
+                   "when the server starts and removed after a clean stop).")
 def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int, instances: int,
           queue_delay_us: int, backend: str, plugin: Path | None, verbose: bool) -> None:
     """Serve MODEL on Triton Inference Server (PyTriton), over HTTP and gRPC, with metrics.
@@ -186,6 +186,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
     """
     def go() -> None:
         import logging
+        import os
         import signal
         import tempfile
         import time
@@ -212,7 +213,11 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
                 raise KeyboardInterrupt
 
             signal.signal(signal.SIGTERM, terminate)
-            log_file = None if verbose else Path(tempfile.mkstemp(prefix="cicm-deploy-triton-", suffix=".log")[1])
+            log_file = None
+            if not verbose:  # kept where the server fails, removed after a clean stop
+                handle, name = tempfile.mkstemp(prefix="cicm-deploy-triton-", suffix=".log")
+                os.close(handle)
+                log_file = Path(name)
             where_log = "run with --verbose for its log" if verbose else f"its log: {log_file}"
             triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
             try:
@@ -232,6 +237,9 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
                 raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
             except KeyboardInterrupt:
                 click.echo("stopping", err=True)
+                triton.stop()
+                if log_file is not None:
+                    log_file.unlink(missing_ok=True)
             finally:
                 triton.stop()
         finally:

@@ -312,11 +312,12 @@ def test_readme_curl_example_runs(server):
 def test_sigterm_stops_the_server_cleanly(server):
     # runs last in this module (pytest keeps file order): the fixture's server is stopped here
     process = server["process"]
+    # tritonserver's own log goes to the file the serving line names, not to the console
+    triton_log = Path(re.search(r"Triton's log: (\S+);", server["log"].read_text()).group(1))
+    assert f'Started HTTPService at 0.0.0.0:{server["http"]}' in triton_log.read_text()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     log = server["log"].read_text()
     assert "stopping" in log and log.rstrip().endswith("stopped")
-    # tritonserver's own log went to the file the serving line names, not to the console
     assert "Started HTTPService" not in log
-    triton_log = Path(re.search(r"Triton's log: (\S+);", log).group(1))
-    assert f'Started HTTPService at 0.0.0.0:{server["http"]}' in triton_log.read_text()
+    assert not triton_log.exists()  # a clean stop leaves no log file behind
