@@ -191,6 +191,20 @@ def test_static_export_larger_than_the_shipped_photos(routed_checkpoint, tmp_pat
     assert all(s == {"count": 1, "height": 400, "width": 704} for s in result.manifest["parity"]["shapes"])
 
 
+def test_goldens_in_chunks_equal_one_batch(routed_checkpoint, monkeypatch):
+    """Large golden sets run through PyTorch in chunks (memory); the outputs are those of one batch."""
+    import cicm_deploy.export.goldens as goldens
+
+    model, _ = load_model(routed_checkpoint)
+    sets = [(64, 96, 5)]
+    whole, _ = goldens.make_goldens(model, sets)
+    monkeypatch.setattr(goldens, "PIXELS_PER_CALL", 2 * 64 * 96)  # chunks of 2 images: 2 + 2 + 1
+    chunked, _ = goldens.make_goldens(model, sets)
+    assert np.abs(chunked["s0.inpainted"] - whole["s0.inpainted"]).max() <= 1e-6
+    assert np.array_equal(chunked["s0.route"], whole["s0.route"])
+    assert chunked["s0.inpainted"].shape == (5, 3, 64, 96)
+
+
 @pytest.mark.parametrize("changes", [{"memory_mode": "anchor_only"}, {"memory_mode": "merged"},
                                      {"memory_region_size": 2}, {"cicm_levels": ()},
                                      {"memory_augment_scope": "top50", "memory_gamma_convention": "printed"}])
