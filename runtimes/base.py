@@ -117,6 +117,8 @@ class Runtime(ABC):
                 raise RuntimeInputError(f"input {name!r} is {value.shape[2]}x{value.shape[3]}; height and width "
                                         f"must be multiples of {stride} (pad it; `cicm-deploy inpaint` and Runtime.infer() pad "
                                         "images for you)")
+            if 0 in value.shape:
+                raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}; every axis needs at least 1")
             batch = batch or value.shape[0]
             if value.shape[0] != batch:
                 raise RuntimeInputError(f"inputs have different batch sizes ({batch} and {value.shape[0]})")
@@ -127,6 +129,10 @@ class Runtime(ABC):
         if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
             raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
                                     "height and width must match")
+        low, high = float(feeds["image"].min()), float(feeds["image"].max())
+        if low < 0.0 or high > 1.0:
+            raise RuntimeInputError(f"input 'image' holds values from {low:g} to {high:g}; the graph expects [0, 1] "
+                                    "(divide 8-bit pixels by 255)")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw graph inputs -> outputs by name (float32 NCHW image in [0, 1], mask 1 = hole)."""

@@ -32,8 +32,13 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
 
         from cicm_deploy.runtimes.factory import open_runtime
 
+        if output is not None and output.suffix != ".npz":
+            raise UserError(f"-o {output}: outputs are written as an npz archive; give a path ending in .npz")
         try:
-            with np.load(inputs, allow_pickle=False) as data:
+            data = np.load(inputs, allow_pickle=False)
+            if not hasattr(data, "files"):  # a .npy file: one bare array
+                raise ValueError("it holds one array, not named inputs")
+            with data:
                 feeds = {name: data[name] for name in data.files}
         except (OSError, ValueError) as exc:
             if not inputs.exists():
@@ -111,6 +116,8 @@ def _shape(value: str | None, what: str) -> tuple[int, int, int] | None:
         b, h, w = (int(v) for v in value.lower().split("x"))
     except ValueError:
         raise UserError(f"{what} {value!r} is not BxHxW (e.g. 1x256x256)") from None
+    if min(b, h, w) < 1:
+        raise UserError(f"{what} {value!r}: batch, height and width must each be at least 1")
     return b, h, w
 
 

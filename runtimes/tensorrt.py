@@ -28,6 +28,11 @@ class EngineMismatchError(BackendUnavailableError):
     """The engine was built for another TensorRT, GPU, plugin library or bundle."""
 
 
+# What the runtime reads from a sidecar (`cicm-deploy build` writes these and more).
+SIDECAR_KEYS = ("bundle", "bundle_files", "tensorrt_module", "tensorrt_version", "gpu", "profile", "inputs",
+                "outputs", "precision", "routing")
+
+
 def read_sidecar(engine: Path) -> dict[str, Any]:
     path = engine.with_name(engine.name + SIDECAR_SUFFIX)
     if not engine.is_file():
@@ -37,9 +42,14 @@ def read_sidecar(engine: Path) -> dict[str, Any]:
         raise BackendUnavailableError(f"engine {engine} has no sidecar {path.name}; engines are built on the target "
                                       "with `cicm-deploy build`, which writes it")
     try:
-        return json.loads(path.read_text())
+        sidecar = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BackendUnavailableError(f"{path} is not valid JSON ({exc}); rebuild the engine") from None
+    missing = [key for key in SIDECAR_KEYS if key not in sidecar] if isinstance(sidecar, dict) else list(SIDECAR_KEYS)
+    if missing:
+        raise BackendUnavailableError(f"{path} lacks {', '.join(missing)} (not written by `cicm-deploy build`, or "
+                                      "edited); rebuild the engine")
+    return sidecar
 
 
 def check_sidecar(sidecar: dict[str, Any], trt: Any, gpu: dict[str, Any] | None, engine: Path,

@@ -198,11 +198,14 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
     from .bundle import open_bundle
 
     bundle = open_bundle(bundle_path)
-    out = Path(out)
+    out = Path(out).resolve()  # "." has no name to stage beside
     if max_batch < 1 or instances < 1:
         raise TritonError(f"--max-batch and --instances must be at least 1, got {max_batch}, {instances}")
     if onnx_kind not in ("KIND_CPU", "KIND_GPU"):
         raise TritonError(f"the onnxruntime instance kind must be KIND_CPU or KIND_GPU, got {onnx_kind}")
+    if out == Path.cwd() or out in Path.cwd().parents:  # the repository replaces OUT as a whole
+        raise TritonError(f"{out} holds the current directory, which the repository would replace; choose "
+                          "another -o (e.g. -o model_repository)")
     if out.exists() and any(out.iterdir()) and not force:
         raise TritonError(f"{out} exists and is not empty; choose another -o or pass --force to replace it")
     sidecar = _engine_sidecar(engine, bundle) if engine is not None else None

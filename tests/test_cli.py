@@ -129,6 +129,13 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize("shape", ["0x0x0", "-1x64x64", "1x256"])
+def test_build_shapes_are_checked_before_anything_runs(shape, tmp_path):
+    result = run("build", tmp_path, "-o", tmp_path / "m.engine", "--min-shape", shape)
+    assert result.exit_code == 2 and f"--min-shape {shape!r}" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
 def test_init_refuses_to_overwrite(checkpoint):
     result = run("init", checkpoint)
     assert result.exit_code == 2 and "pass --force" in result.output

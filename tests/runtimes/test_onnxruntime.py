@@ -61,6 +61,10 @@ def test_infer_batch_matches_single_calls(bundles, photo, hole):
      "must be multiples of 8"),
     ({"image": np.zeros((2, 3, 16, 16), np.float32), "mask": np.zeros((1, 1, 16, 16), np.float32)},
      "different batch sizes"),
+    ({"image": np.zeros((1, 3, 0, 0), np.float32), "mask": np.zeros((1, 1, 0, 0), np.float32)},
+     r"input 'image' has shape \[1, 3, 0, 0\]; every axis needs at least 1"),
+    ({"image": np.full((1, 3, 16, 16), 200, np.float32), "mask": np.zeros((1, 1, 16, 16), np.float32)},
+     r"input 'image' holds values from 200 to 200; the graph expects \[0, 1\] \(divide 8-bit pixels by 255\)"),
 ])
 def test_input_checks_quote_both_sides(bundles, feeds, message):
     runtime = OnnxRuntimeBackend(bundles("fp32", "onnx").path)
@@ -215,6 +219,11 @@ def test_run_command_reads_and_writes_npz(bundles, tmp_path):
     np.savez(tmp_path / "bad.npz", image=golden.image)
     bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "bad.npz")])
     assert bad.exit_code == 2 and "the graph expects ['image', 'mask']" in bad.output
+    np.save(tmp_path / "plain.npy", golden.image)  # one bare array, not named inputs
+    bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "plain.npy")])
+    assert bad.exit_code == 2 and "is not an npz archive of graph inputs" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.bin")])
+    assert bad.exit_code == 2 and "give a path ending in .npz" in bad.output and not list(tmp_path.glob("o.bin*"))
 
 
 def test_inpaint_with_bundle(bundles, tmp_path, photo, hole):

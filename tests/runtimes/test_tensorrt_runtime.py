@@ -96,6 +96,9 @@ def test_missing_engine_and_sidecar(tmp_path):
     (tmp_path / "x.engine").write_bytes(b"engine")
     with pytest.raises(BackendUnavailableError, match="has no sidecar"):
         TensorRTBackend(tmp_path / "x.engine")
+    (tmp_path / "x.engine.json").write_text("{}")  # not written by build, or edited
+    with pytest.raises(BackendUnavailableError, match="x.engine.json lacks bundle, bundle_files, .*; rebuild the engine"):
+        TensorRTBackend(tmp_path / "x.engine")
 
 
 @needs_rtx

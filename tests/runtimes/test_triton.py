@@ -165,6 +165,13 @@ def test_triton_repo_command(bundles, tmp_path):
     result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "plugin").path), "-o", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "uses plugin routing" in result.output
     assert "Traceback" not in result.output
+    here = tmp_path / "here"
+    here.mkdir()
+    with runner.isolated_filesystem(temp_dir=here):  # "-o .": the repository would replace the current directory
+        for extra in ([], ["--force"]):
+            result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "onnx").path), "-o", ".", *extra])
+            assert result.exit_code == 2 and "holds the current directory" in result.output, result.output
+        assert Path.cwd().is_dir() and not any(Path.cwd().iterdir())
 
 
 def test_serve_rejects_bad_arguments_before_starting_anything(tmp_path, bundles):
