@@ -84,7 +84,7 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
             if not isinstance(loaded, dict):
                 raise UserError(f"--config {config_file}: expected a JSON object {{\"model\": {{...}}, \"train\": {{...}}}}")
             for section in ("model", "train"):
-                for key, value in (loaded.get(section) or {}).items():
+                for key, value in _dotted(loaded.get(section) or {}):  # nested groups merge key by key
                     _apply_override(resolved[section], key, value, {**resolved[section]}, section)
         for item in overrides:
             key, sep, value = item.partition("=")
@@ -109,6 +109,10 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
         if not train_config.data:
             raise UserError("no training data: pass --data DIR (a folder of photos; `cicm-deploy data fetch DIR` "
                             "builds one)")
+        run_dir = Path(train_config.out)
+        if resume is None and any((run_dir / name).exists() for name in ("last.pt", "log.jsonl")):
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir / 'last.pt'}, or "
+                            "choose another --out")
         from cicm_deploy.train.run import run_training
 
         return run_training(model_config, train_config, resume=str(resume) if resume else None)
@@ -116,6 +120,17 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
     metrics = user_errors(run)
     if metrics:
         click.echo(f"done: {json.dumps(metrics)}")
+
+
+def _dotted(group: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """{"memory": {"num_sets": 8}} -> [("memory.num_sets", 8)]: a nested group sets only the keys it names."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in group.items():
+        if isinstance(value, dict) and value:
+            pairs += _dotted(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
 
 
 def _predictor(target: Path) -> tuple[str, Any]:

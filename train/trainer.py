@@ -256,10 +256,10 @@ class Trainer:
         data = read_checkpoint(path, map_location=self.device)
         trainer = data.get("trainer")
         if not trainer:
-            raise ValueError(f"{path} has no trainer state (written by `init` or exported?); resume needs a "
-                             "checkpoint written by `cicm-deploy train`")
+            raise ConfigError(f"{path} has no trainer state (written by `init` or exported?); resume needs a "
+                              "checkpoint written by `cicm-deploy train`")
         if trainer.get("version") != TRAINER_STATE_VERSION:
-            raise ValueError(f"{path} has trainer state version {trainer.get('version')!r}; this cicm-deploy "
+            raise ConfigError(f"{path} has trainer state version {trainer.get('version')!r}; this cicm-deploy "
                              f"resumes version {TRAINER_STATE_VERSION}")
         self.model.load_state_dict(data["state_dict"])
         self.g_opt.load_state_dict(data["optimizer"])

@@ -164,6 +164,13 @@ def test_train_cli_resumes(tmp_path):
     assert data["step"] == 3
     log = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3]
+    fresh = CliRunner().invoke(cli, common + ["--steps", "2"])  # a new run into the old one's folder
+    assert fresh.exit_code == 2 and f"{out} already holds a run; continue it with --resume" in fresh.output
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    untrained = tmp_path / "init.pt"
+    assert CliRunner().invoke(cli, ["init", str(untrained), "--preset", "tiny"]).exit_code == 0
+    result = CliRunner().invoke(cli, common + ["--out", str(tmp_path / "r2"), "--resume", str(untrained)])  # the last --out counts
+    assert result.exit_code == 2 and "has no trainer state" in result.output and "Traceback" not in result.output
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -209,6 +216,12 @@ def test_train_cli_end_to_end_and_config(tmp_path):
     resolved = json.loads(printed.output)
     assert resolved["model"]["memory"]["num_sets"] == 3 and resolved["train"]["crop"] == 32
     assert resolved["train"]["steps"] == 2
+    nested = tmp_path / "nested.json"  # a nested group sets only the keys it names
+    nested.write_text(json.dumps({"model": {"memory": {"num_sets": 5}}}))
+    printed = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--config", str(nested), "--print-config"])
+    memory = json.loads(printed.output)["model"]["memory"]
+    tiny = json.loads(CliRunner().invoke(cli, ["train", "--preset", "tiny", "--print-config"]).output)["model"]["memory"]
+    assert memory == {**tiny, "num_sets": 5}
     bad = CliRunner().invoke(cli, ["train", "--set", "model.memory.sets=3"])
     assert bad.exit_code == 2 and "unknown setting 'sets'" in bad.output
     nodata = CliRunner().invoke(cli, ["train", "--steps", "1"])
