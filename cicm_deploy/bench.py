@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import platform
 import resource
 import statistics
@@ -299,13 +300,35 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
     return report
 
 
+REPORT_SUFFIXES = (".json", ".md", ".png")
+
+
+def report_prefix(out: Path) -> Path:
+    """Where ``-o`` puts the report files: OUT.json/.md/.png; in OUT/bench.* for a folder; a report
+    suffix given is dropped (results/run.json -> results/run.*), other dots are kept (run.v2.*).
+    Raises ValueError when the folder cannot be made or written (checked before any measurement)."""
+    if out.is_dir():
+        out = out / "bench"
+    elif out.suffix in REPORT_SUFFIXES:
+        out = out.with_suffix("")
+    existing = out.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"-o {out}: {existing} is a file, so the report's folder cannot be made there")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"-o {out}: {existing} is not writable")
+    return out
+
+
 def write_bench(report: BenchReport, out: Path, plot: bool = False) -> list[Path]:
+    out = report_prefix(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".json"), out.with_suffix(".md")]
+    paths = [out.with_name(out.name + ".json"), out.with_name(out.name + ".md")]
     paths[0].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     paths[1].write_text("# cicm-deploy bench\n\n" + "\n".join(report.markdown()) + "\n")
     if plot:
-        paths.append(plot_latency(report, out.with_suffix(".png")))
+        paths.append(plot_latency(report, out.with_name(out.name + ".png")))
     return paths
 
 

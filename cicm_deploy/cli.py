@@ -301,10 +301,13 @@ def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, it
     (minutes on a CPU). Writes JSON and markdown (and a PNG with --plot).
     """
     def go() -> None:
-        from .bench import run_bench, write_bench
+        from .bench import report_prefix, run_bench, write_bench
 
         chosen = [b.strip() for b in backends.split(",") if b.strip()]
+        if not chosen:
+            raise UserError(f"--backend {backends!r} names no backend; e.g. --backend torch,onnxruntime")
         try:
+            report_prefix(out)  # an unwritable -o fails here, not after the measurement
             report = run_bench(target, chosen, _int_list(batches, "--batch"), _int_list(sizes, "--size"),
                                warmup=warmup, iterations=iterations, threads=threads,
                                progress=lambda message: click.echo(f"  {message}...", err=True))

@@ -32,11 +32,11 @@ def test_bench_cli_writes_json_markdown_and_plot(bundles, tmp_path):
     result = CliRunner().invoke(cli, ["bench", str(bundles("fp32", "onnx").path), "--backend", "torch,onnxruntime",
                                       "--batch", "1", "--size", "32", "--iterations", "2", "-o", str(out), "--plot"])
     assert result.exit_code == 0, result.output
-    data = json.loads(out.with_suffix(".json").read_text())
+    data = json.loads((tmp_path / "bench.json").read_text())
     assert [r["backend"] for r in data["results"]] == ["onnxruntime"]
     assert "bundle holds no PyTorch weights" in data["skipped"]["torch"]
-    assert out.with_suffix(".png").stat().st_size > 0
-    assert "| onnxruntime | 1 | 32 |" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "| onnxruntime | 1 | 32 |" in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_user_errors(tmp_path):
@@ -46,6 +46,20 @@ def test_bench_user_errors(tmp_path):
     assert result.exit_code == 2 and "comma-separated list of integers" in result.output
     result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--backend", "tvm"])
     assert result.exit_code == 2 and "unknown backends ['tvm']" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--backend", " , "])
+    assert result.exit_code == 2 and "names no backend" in result.output
+    (tmp_path / "d.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path), "-o", str(tmp_path / "d.json" / "x")])
+    assert result.exit_code == 2 and "d.json is a file" in result.output  # before anything is measured
+
+
+def test_bench_report_paths(tmp_path):
+    from cicm_deploy.bench import report_prefix
+
+    assert report_prefix(tmp_path / "run.v2") == tmp_path / "run.v2"  # other dots are kept
+    assert report_prefix(tmp_path / "results" / "run.json") == tmp_path / "results" / "run"
+    assert report_prefix(tmp_path) == tmp_path / "bench"  # a folder: the report goes inside
+    assert not (tmp_path / "results").exists()  # checking creates nothing
 
 
 def test_bench_on_a_static_bundle_names_its_fixed_shape(routed_checkpoint, tmp_path):
