@@ -99,7 +99,8 @@ class ImageFolderDataset:
             self.files = [p for p in every if is_validation(p, val_fraction) == want_val]
         if not self.files:
             raise DataError(f"the {split} split of {self.root} is empty ({len(every)} images, val_fraction "
-                            f"{val_fraction}); use split='all' or change val_fraction")
+                            f"{val_fraction}); add photos or change the fraction (train: --set train.val_fraction=...; "
+                            "eval: --split all or --val-fraction)")
         self.skipped_paths: set[str] = set()
         self._find_readable(0)  # fail now, not mid-epoch, when nothing can be read
 
