@@ -156,7 +156,7 @@ def test_repository_errors_are_one_clear_line(bundles, tmp_path):
     assert not (tmp_path / "full" / "keep.txt").exists()
 
 
-def test_triton_repo_command(bundles, tmp_path):
+def test_triton_repo_command(bundles, tmp_path, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "onnx").path), "-o", str(tmp_path / "repo"),
                                  "--instances", "2"])
@@ -167,11 +167,11 @@ def test_triton_repo_command(bundles, tmp_path):
     assert "Traceback" not in result.output
     here = tmp_path / "here"
     here.mkdir()
-    with runner.isolated_filesystem(temp_dir=here):  # "-o .": the repository would replace the current directory
-        for extra in ([], ["--force"]):
-            result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "onnx").path), "-o", ".", *extra])
-            assert result.exit_code == 2 and "holds the current directory" in result.output, result.output
-        assert Path.cwd().is_dir() and not any(Path.cwd().iterdir())
+    monkeypatch.chdir(here)  # "-o .": the repository would replace the current directory
+    for extra in ([], ["--force"]):
+        result = runner.invoke(cli, ["triton-repo", str(bundles("fp32", "onnx").path), "-o", ".", *extra])
+        assert result.exit_code == 2 and "holds the current directory" in result.output, result.output
+    assert here.is_dir() and not any(here.iterdir())
 
 
 def test_serve_rejects_bad_arguments_before_starting_anything(tmp_path, bundles):
