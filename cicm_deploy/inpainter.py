@@ -80,19 +80,18 @@ class Inpainter:
             return TensorRTBackend(path, plugin=plugin)
 
         self._runtimes: list[Any] = []
+        self._free: queue.SimpleQueue = queue.SimpleQueue()  # runtimes not in use
         self._closed = False
         self._closing = threading.Lock()
         try:
             for _ in range(workers):
                 self._runtimes.append(open_runtime().load())
+                self._free.put(self._runtimes[-1])
         except BaseException:
             self.close()
             raise
         self.runtime = self._runtimes[0]
         self.invert_masks = invert_masks
-        self._free: queue.SimpleQueue = queue.SimpleQueue()  # runtimes not in use
-        for runtime in self._runtimes:
-            self._free.put(runtime)
 
     @property
     def workers(self) -> int:
@@ -107,15 +106,12 @@ class Inpainter:
             if self._closed:
                 return
             self._closed = True
-        free = getattr(self, "_free", None)  # absent when a runtime failed to open
-        if free is not None:
-            for _ in self._runtimes:
-                free.get()  # waits until no call is in flight on any runtime
+        for _ in self._runtimes:
+            self._free.get()  # waits until no call is in flight on any runtime
         for runtime in self._runtimes:
             runtime.close()
-        if free is not None:
-            for runtime in self._runtimes:  # wakes calls still waiting for a runtime: they see the close and raise
-                free.put(runtime)
+        for runtime in self._runtimes:  # wakes calls still waiting for a runtime: they see the close and raise
+            self._free.put(runtime)
 
     def _check_open(self) -> None:
         if self._closed:
