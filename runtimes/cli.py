@@ -227,6 +227,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
                 log_file = Path(name)
             where_log = "run with --verbose for its log" if verbose else f"its log: {log_file}"
             triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
+            stopped_cleanly = False
             try:
                 bind_inpainter(triton, [inpainter] * instances, config)
                 try:
@@ -244,11 +245,11 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
                 raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
             except KeyboardInterrupt:
                 click.echo("stopping", err=True)
-                triton.stop()
-                if log_file is not None:
-                    log_file.unlink(missing_ok=True)
+                stopped_cleanly = True
             finally:
                 triton.stop()
+                if stopped_cleanly and log_file is not None:  # kept when the server failed
+                    log_file.unlink(missing_ok=True)
         finally:
             inpainter.close()
         click.echo("stopped", err=True)
