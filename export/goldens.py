@@ -55,10 +55,14 @@ def make_inputs(sets: list[tuple[int, int, int]], seed: int = SEED) -> dict[str,
     counter = 0
     for index, (height, width, count) in enumerate(sets):
         images, masks, bins = [], [], []
+        enlarged: dict[int, np.ndarray] = {}  # photo index -> photo covering this set's size (each resized once)
         for _ in range(count):
-            photo = photos[counter % len(photos)]
+            which = counter % len(photos)
+            photo = photos[which]
             if height > photo.shape[0] or width > photo.shape[1]:
-                photo = cover(photo, height, width)
+                if which not in enlarged:
+                    enlarged[which] = cover(photo, height, width)
+                photo = enlarged[which]
             y = int(rng.integers(0, photo.shape[0] - height + 1))
             x = int(rng.integers(0, photo.shape[1] - width + 1))
             images.append(photo[y:y + height, x:x + width].transpose(2, 0, 1))
