@@ -140,6 +140,9 @@ def next_steps(report: dict[str, dict[str, Any]]) -> list[str]:
             cc = report["gpu"].get("compute_capability", "87").replace(".", "")
             steps.append("for plugin-routed bundles, build the plugin: cmake -S runtimes/plugin -B runtimes/plugin/build "
                          f"-DCMAKE_CUDA_ARCHITECTURES={cc} && cmake --build runtimes/plugin/build")
+    elif "tensorrt_rtx" in trt.get("modules", {}):
+        steps.append("only TensorRT for RTX is installed: build engines with cicm-deploy build BUNDLE --rtx "
+                     "(GeForce and RTX GPUs, Turing and later; for Jetson or data-centre GPUs install TensorRT itself)")
     elif report["gpu"]["found"]:
         steps.append("TensorRT is missing: on a Jetson, apt install python3-libnvinfer; on a desktop, NVIDIA's "
                      "TensorRT install (or pip install 'cicm-deploy[rtx]' for TensorRT for RTX)")

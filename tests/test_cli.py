@@ -162,3 +162,19 @@ def test_numeric_options_are_range_checked(args, option, checkpoint, tmp_path):
     args = [{"CKPT": str(checkpoint), "DATA": str(photos), "REPO": str(tmp_path / "repo")}.get(a, a) for a in args]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+
+
+def _report(modules: dict, gpu: bool) -> dict:
+    return {"onnxruntime": {"installed": True}, "gpu": {"found": gpu, "compute_capability": "8.6"},
+            "tensorrt": {"installed": bool(modules), "modules": modules}, "plugin": {"found": False}}
+
+
+def test_doctor_next_steps_name_the_tensorrt_that_is_installed():
+    from cicm_deploy.environment import next_steps
+
+    rtx_only = " ".join(next_steps(_report({"tensorrt_rtx": "1.7"}, gpu=True)))
+    assert "--rtx" in rtx_only and "TensorRT is missing" not in rtx_only
+    full = " ".join(next_steps(_report({"tensorrt": "10.13"}, gpu=True)))
+    assert "cicm-deploy build BUNDLE -o model.engine" in full and "-DCMAKE_CUDA_ARCHITECTURES=86" in full
+    assert "TensorRT is missing" in " ".join(next_steps(_report({}, gpu=True)))
+    assert next_steps(_report({}, gpu=False)) == []
