@@ -44,6 +44,12 @@ class CaseResult:
     post_ms: float  # host post-processing per batch (median)
     iterations: int
     device_peak_mib: float | None = None
+    network_size: int | None = None  # the side the network ran at: ``size`` padded to the model's stride
+
+    @property
+    def size_label(self) -> str:
+        padded = self.network_size is not None and self.network_size != self.size
+        return f"{self.size} (runs {self.network_size})" if padded else str(self.size)
 
 
 @dataclass
@@ -74,7 +80,7 @@ class BenchReport:
         for r in self.results:
             lat = r.latency_ms
             device = f"{r.device_peak_mib:.0f}" if r.device_peak_mib is not None else "-"
-            lines.append(f"| {r.backend} | {r.batch} | {r.size} | {lat['median']:.2f} | {lat['p90']:.2f} | "
+            lines.append(f"| {r.backend} | {r.batch} | {r.size_label} | {lat['median']:.2f} | {lat['p90']:.2f} | "
                          f"{lat['p99']:.2f} | {lat['min']:.2f} | {r.throughput_ips:.1f} | {r.pre_ms:.2f} | "
                          f"{r.post_ms:.2f} | {device} |")
         ratios = self.ratios()
@@ -295,7 +301,7 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     report.results.append(CaseResult(backend, batch, size, latency,
                                                      batch / (latency["median"] / 1000) if latency["median"] else math.inf,
                                                      statistics.median(pre_times), statistics.median(post_times),
-                                                     iterations, device_peak))
+                                                     iterations, device_peak, int(x.shape[-1])))
     report.host_peak_rss_mib = _peak_rss_mib()
     return report
 

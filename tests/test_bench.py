@@ -25,6 +25,14 @@ def test_bench_checkpoint_reports_every_case_and_skips_with_reasons(routed_check
     assert all(report.skipped.values())
     assert set(report.ratios()) == {("onnxruntime", 1, 32), ("onnxruntime", 2, 32)}
     assert report.host_peak_rss_mib > 0
+    assert all(r.network_size == 32 for r in report.results) and "| 32 |" in "\n".join(report.markdown())
+
+
+def test_bench_names_the_padded_size_the_network_ran_at(routed_checkpoint):
+    report = run_bench(routed_checkpoint, ["torch"], [1], [30], warmup=1, iterations=2)
+    (result,) = report.results
+    assert (result.size, result.network_size) == (30, 32)
+    assert "| 30 (runs 32) |" in "\n".join(report.markdown())
 
 
 def test_bench_cli_writes_json_markdown_and_plot(bundles, tmp_path):
