@@ -284,7 +284,9 @@ def _int_list(text: str, what: str) -> list[int]:
 @click.option("--backend", "backends", default="torch,torch-fp16,torch-compile,cuda-graphs,onnxruntime,tensorrt",
               show_default=True, help="Comma-separated backends; those that cannot run here are listed as skipped.")
 @click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes, comma-separated.")
-@click.option("--size", "sizes", default="256", show_default=True, help="Square frame sides, comma-separated (padded up to the model's stride; the report names the padded side).")
+@click.option("--size", "sizes", default="256", show_default=True,
+              help="Square frame sides, comma-separated (padded up to the model's stride; the report names the "
+                   "padded side).")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed calls per case.")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Timed calls per case.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime (default: all cores).")
