@@ -13,7 +13,12 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Inpainter", "__version__"]
+__all__ = ["CICMWarning", "Inpainter", "__version__"]
+
+
+class CICMWarning(UserWarning):
+    """A warning about the user's input (a 0/1 mask, an unreadable training image); the command line
+    prints it as one line."""
 
 
 def __getattr__(name: str):  # lazy: `import cicm_deploy` stays light

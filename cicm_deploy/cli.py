@@ -337,6 +337,20 @@ _register_commands()
 
 
 def main() -> None:
+    import warnings
+
+    from . import CICMWarning
+
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        """Warnings about the user's input as one line, like errors; others in Python's own format."""
+        if issubclass(category, CICMWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     cli(prog_name="cicm-deploy")
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import CICMWarning
+
 MASK_THRESHOLD = 128  # 8-bit luminance at or above which a mask pixel is a hole
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF",
                 ".tiff": "TIFF"}
@@ -123,7 +125,7 @@ def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: b
     if not hole.any() and values.any() and int(values.max()) == 1:
         reading = "every pixel a hole (inverted)" if invert else "no hole at all"
         warnings.warn(f"{what} holds only 0s and 1s, which reads as {reading}: 255 (or True) marks a hole; "
-                      "pass mask.astype(bool) or mask * 255 for a 0/1 mask", UserWarning, stacklevel=3)
+                      "pass mask.astype(bool) or mask * 255 for a 0/1 mask", CICMWarning, stacklevel=3)
 
 
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:

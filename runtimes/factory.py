@@ -8,8 +8,11 @@ golden archive given instead is refused with a line saying what to pass.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
+
+from cicm_deploy import CICMWarning
 
 from .base import Runtime
 
@@ -30,6 +33,9 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
     if target.is_dir():
         from .onnxruntime import OnnxRuntimeBackend
 
+        if plugin is not None:
+            warnings.warn(f"the plugin library {plugin} is for TensorRT engines; onnxruntime runs the bundle {target} "
+                          "(its reference op serves a plugin graph): the library is not used", CICMWarning, stacklevel=2)
         return OnnxRuntimeBackend(target, providers=providers or None)
     engine_like = target.suffix.lower() in ENGINE_SUFFIXES or Path(f"{target}.json").is_file()
     if not target.exists() and not engine_like:
@@ -46,4 +52,7 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
                           "a .json sidecar)")
     from .tensorrt import TensorRTBackend
 
+    if providers:
+        warnings.warn(f"execution providers ({', '.join(providers)}) choose how onnxruntime runs a bundle; "
+                      f"{target} is a TensorRT engine: they are not used", CICMWarning, stacklevel=2)
     return TensorRTBackend(target, bundle=bundle, plugin=plugin)

@@ -20,11 +20,12 @@ import importlib
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cicm_deploy import __version__
+from cicm_deploy import CICMWarning, __version__
 
 from .bundle import Bundle, open_bundle, sha256_file
 
@@ -164,9 +165,15 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
                  opt_shape: tuple[int, int, int] | None = None, max_shape: tuple[int, int, int] | None = None,
                  progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Build and write the engine and its sidecar; returns the sidecar."""
-    bundle = open_bundle(bundle_path)
-    trt = import_tensorrt(rtx)
+    bundle = open_bundle(bundle_path)  # the user's own mistakes first, then what this machine lacks
     profile = resolve_profile(bundle, min_shape, opt_shape, max_shape)
+    if sm and not rtx:
+        raise EngineBuildError("--sm chooses the target of an ahead-of-time build and needs --rtx; a TensorRT "
+                               "engine is built for the GPU it is built on")
+    if plugin is not None and not bundle.custom_ops:
+        warnings.warn(f"{bundle.path} routes with standard ONNX ops (no CICMAugment node): the plugin library "
+                      f"{plugin} is not used", CICMWarning, stacklevel=2)
+    trt = import_tensorrt(rtx)
     logger = trt.Logger(trt.Logger.WARNING)
     plugin_info = None
     if bundle.custom_ops:
@@ -195,9 +202,6 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
             config.num_compute_capabilities = 1
             config.set_compute_capability(capability, 0)
             target_cc = str(capability).split(".")[-1]
-    elif sm:
-        raise EngineBuildError("--sm chooses the target of an ahead-of-time build and needs --rtx; a TensorRT "
-                               "engine is built for the GPU it is built on")
     cache = None
     if timing_cache and hasattr(config, "create_timing_cache"):
         data = Path(timing_cache).read_bytes() if Path(timing_cache).exists() else b""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -228,6 +230,12 @@ def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_mask(tmp_path / "sixteen.png")
+    Image.fromarray(frames[0]).save(tmp_path / "frame.png")  # the command line says it in one line, no source quote
+    done = subprocess.run([sys.executable, "-m", "cicm_deploy.cli", "inpaint", str(tmp_path / "frame.png"),
+                           str(tmp_path / "zero_one.png"), "-o", str(tmp_path / "out.png"), "--bundle",
+                           str(bundles("fp32", "onnx").path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Warning: mask " in done.stderr and "UserWarning" not in done.stderr and "images.py" not in done.stderr
 
 
 def test_constructor_errors(bundles, routed_checkpoint, tmp_path):

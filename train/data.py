@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from cicm_deploy import CICMWarning
 from cicm_deploy.images import ImageError, image_to_rgb, load_image
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class ImageFolderDataset:
     def _skip(self, relative: str, why: Any) -> None:
         if relative not in self.skipped_paths:
             self.skipped_paths.add(relative)
-            warnings.warn(f"skipping unreadable image {self.root / relative}: {why}", stacklevel=3)
+            warnings.warn(f"skipping unreadable image {self.root / relative}: {why}", CICMWarning, stacklevel=3)
 
     def _nothing_readable(self) -> DataError:
         return DataError(f"none of the {len(self.files)} image files in the {self.split} split of {self.root} "

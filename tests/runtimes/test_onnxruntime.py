@@ -226,6 +226,20 @@ def test_run_command_reads_and_writes_npz(bundles, tmp_path):
     assert bad.exit_code == 2 and "give a path ending in .npz" in bad.output and not list(tmp_path.glob("o.bin*"))
 
 
+def test_options_that_do_not_apply_to_the_target_say_so(bundles, tmp_path):
+    from cicm_deploy import CICMWarning
+    from cicm_deploy.runtimes.factory import open_runtime
+
+    bundle = bundles("fp32", "plugin").path
+    with pytest.warns(CICMWarning, match="is for TensorRT engines; onnxruntime runs the bundle .* not used"):
+        open_runtime(bundle, plugin=tmp_path / "libcicm_augment_plugin.so").close()
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not an engine")
+    with pytest.warns(CICMWarning, match=r"execution providers \(CPUExecutionProvider\) .* not used"):
+        with pytest.raises(BackendUnavailableError, match="has no sidecar"):  # warned before opening it
+            open_runtime(engine, providers=["CPUExecutionProvider"]).load()
+
+
 def test_inpaint_with_bundle(bundles, tmp_path, photo, hole):
     image, mask = save_image(tmp_path / "p.png", photo), save_mask(tmp_path / "m.png", hole)
     result = CliRunner().invoke(cli, ["inpaint", str(image), str(mask), "-o", str(tmp_path / "o.png"),

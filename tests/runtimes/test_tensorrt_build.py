@@ -55,6 +55,15 @@ def test_build_user_errors(bundles, tmp_path):
     assert done.returncode == 2 and "does not exist" in done.stderr
 
 
+def test_build_checks_the_users_options_before_looking_for_tensorrt(bundles, tmp_path):
+    bundle = bundles("fp32", "onnx").path
+    done = cicm_deploy("build", bundle, "-o", tmp_path / "e", "--min-shape", "4x64x64", "--opt-shape", "1x64x64")
+    assert done.returncode == 2 and "min <= opt <= max" in done.stderr
+    done = cicm_deploy("build", bundle, "-o", tmp_path / "e", "--sm", "86")
+    assert done.returncode == 2 and "needs --rtx" in done.stderr
+    assert not (tmp_path / "e").exists()
+
+
 def test_build_without_tensorrt_says_what_to_install(bundles, tmp_path):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")

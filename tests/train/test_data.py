@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cicm_deploy import CICMWarning
 from cicm_deploy.train.data import DataError, ImageFolderDataset, is_validation
 from cicm_deploy.train.photo_filter import DuplicateFinder, difference_hash, photo_verdict
 
@@ -78,7 +79,7 @@ def test_bad_files_are_skipped_with_a_warning_and_counted(tmp_path, rng):
         dataset = ImageFolderDataset(tmp_path, crop_size=16, split="all")
         samples = [dataset[i] for i in range(len(dataset))]
     assert dataset.skipped == 2
-    assert len([w for w in caught if w.category is UserWarning]) == 2  # one per bad file
+    assert len([w for w in caught if w.category is CICMWarning]) == 2  # one per bad file
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second epoch: no new warnings
         samples += [dataset[i] for i in range(len(dataset))]
