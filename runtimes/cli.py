@@ -264,7 +264,8 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
 @click.option("--engine", type=click.Path(dir_okay=False, path_type=Path),
               help="An engine built from BUNDLE on the serving machine (`cicm-deploy build`): adds a TensorRT model.")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
-              help="The CICMAugment plugin library the engine needs; copied into the repository.")
+              help="With an --engine that contains the CICMAugment plugin: the library it was built with; copied "
+                   "into the repository.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1), help="max_batch_size of each model.")
 @click.option("--instances", default=1, show_default=True, type=click.IntRange(min=1),
               help="Instances per model (instance_group count).")

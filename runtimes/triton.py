@@ -218,6 +218,11 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
     if needs_plugin and plugin is None:
         raise TritonError(f"engine {engine} contains the CICMAugment plugin: pass --plugin with the library it was "
                           "built with, so the server can preload it")
+    if plugin is not None and not needs_plugin:
+        what = (f"engine {engine} has no CICMAugment plugin layer (standard-op routing)" if sidecar is not None else
+                "without --engine the repository serves the bundle with Triton's onnxruntime backend, which loads "
+                "no TensorRT plugin")
+        raise TritonError(f"--plugin is for an engine that contains the CICMAugment plugin; {what}: drop --plugin")
     if plugin is not None and not Path(plugin).is_file():
         raise TritonError(f"plugin library {plugin} does not exist")
 

@@ -146,6 +146,15 @@ def test_repository_errors_are_one_clear_line(bundles, tmp_path):
         write_model_repository(onnx_bundle.path, tmp_path / "a", engine=fake_engine(plugin_bundle, other))
     with pytest.raises(TritonError, match="pass --plugin"):
         write_model_repository(plugin_bundle.path, tmp_path / "a", engine=fake_engine(plugin_bundle, tmp_path))
+    library = tmp_path / "libcicm_augment.so"
+    library.write_bytes(b"\x7fELF stand-in")
+    with pytest.raises(TritonError, match="without --engine .* loads no TensorRT plugin: drop --plugin"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a", plugin=library)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(TritonError, match="has no CICMAugment plugin layer .*: drop --plugin"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a", plugin=library,
+                               engine=fake_engine(onnx_bundle, plain, with_plugin=False))
     assert not (tmp_path / "a").exists()  # nothing half-written
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
