@@ -131,8 +131,9 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
         require_torch("inpaint --checkpoint")
 
     def run() -> None:
-        from .images import check_same_size, load_image, load_mask, save_image
+        from .images import check_same_size, image_format, load_image, load_mask, save_image
 
+        image_format(output)
         rgb = load_image(image)
         hole = load_mask(mask, invert=mask_invert)
         check_same_size(rgb, hole)
@@ -192,11 +193,12 @@ def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
         import numpy as np
 
         from .checkpoint import load_model
-        from .images import load_image, save_image
+        from .images import image_format, load_image, save_image
         from .predict import inpaint_array, pick_device
         from .runtimes.parity import psnr
         from .train.masks import BINS, free_form_mask
 
+        image_format(output)
         path = checkpoint or default_model_path()
         if checkpoint is None and not path.is_file():
             raise UserError(f"the default model is missing from this install ({path}); reinstall cicm-deploy, or "

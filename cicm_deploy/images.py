@@ -207,13 +207,20 @@ def crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return array[:height, :width]
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write RGB uint8 [H, W, 3] (format from the suffix) atomically."""
+def image_format(path: str | os.PathLike) -> str:
+    """The format ``save_image`` writes ``path`` in; commands call it before the work, to fail early."""
     path = Path(path)
     fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"cannot write {path}: unknown suffix {path.suffix!r}; expected one of "
                          f"{', '.join(sorted(SAVE_FORMATS))}")
+    return fmt
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write RGB uint8 [H, W, 3] (format from the suffix) atomically."""
+    path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}

@@ -103,8 +103,8 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
         ckpt = image
     elif case == "missing-checkpoint":
         ckpt = tmp_path / "none.pt"
-    elif case == "bad-output":
-        out = tmp_path / "o.xyz"
+    elif case == "bad-output":  # refused before the model loads (the checkpoint is not even read)
+        out, ckpt = tmp_path / "o.xyz", image
     elif case == "bad-device":
         import torch
 

@@ -121,6 +121,8 @@ def test_demo_with_a_checkpoint(tmp_path, routed_checkpoint):
     assert "PSNR" in result.output
     width, height = Image.open(out).size
     assert width == 3 * 512 and height == 384
+    bad = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "demo.xyz"), "--checkpoint", str(tmp_path / "no.pt")])
+    assert bad.exit_code == 2 and "unknown suffix '.xyz'" in bad.output  # refused before the model is even looked for
 
 
 def test_comparison_lines_say_where_the_first_method_loses():
