@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .images import SAVE_FORMATS
+
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
@@ -44,6 +46,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     cv2 = _cv2()
     if not Path(path).is_file():
         raise VideoError(f"video {path} does not exist")
+    if Path(path).suffix.lower() in SAVE_FORMATS:  # OpenCV reads one as a one-frame video: almost surely a slip
+        raise VideoError(f"{path} is a still image, not a video; inpaint it with `cicm-deploy inpaint {path} MASK "
+                         "-o OUT`")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise VideoError(f"{path} cannot be opened as a video (unknown container or codec)")

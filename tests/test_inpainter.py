@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
 from cicm_deploy import Inpainter
@@ -217,8 +218,6 @@ def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
         with pytest.warns(UserWarning, match="only 0s and 1s"):
             out = inpaint(frames[0], masks[0].astype(np.uint8))
         assert np.array_equal(out, frames[0])  # the 255 = hole rule holds; the warning says what happened
-    from PIL import Image
-
     from cicm_deploy.images import load_mask
 
     Image.fromarray(masks[0].astype(np.uint8)).save(tmp_path / "zero_one.png")  # as segmentation tools write them
@@ -370,8 +369,10 @@ def test_video_user_errors(tmp_path, frames, bundles):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"frame": 1, "boxes": [[5, 5, 2, 2]]}')
     model = str(bundles("fp32", "onnx").path)
-    still = tmp_path / "junk.jpg"
-    still.write_text("not a picture and not a video")
+    still = tmp_path / "frame.png"
+    Image.fromarray(frames[0]).save(still)
+    junk = tmp_path / "junk.dat"
+    junk.write_text("not a picture and not a video")
     good = tmp_path / "good.jsonl"
     good.write_text('{"frame": 1, "boxes": [[5, 5, 20, 20]]}')
     cases = [
@@ -385,7 +386,9 @@ def test_video_user_errors(tmp_path, frames, bundles):
          "unknown container '.webm'"),  # refused before the model (here: none) is opened
         (["video", str(clip), str(clip), "--boxes", str(good), "--model", model], "is the input video"),
         (["video", str(still), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
-         "is not a readable video"),
+         "is a still image, not a video; inpaint it with `cicm-deploy inpaint"),
+        (["video", str(junk), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
+         "cannot be opened as a video"),
     ]
     size = clip.stat().st_size
     for args, message in cases:
