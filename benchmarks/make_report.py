@@ -97,7 +97,13 @@ def section_ort(lines: list[str]) -> None:
               "profiled; a Concat instead costs the same in copies). The hole fill is three ops per step (see the "
               "hole fill section). Why the ratio moves between runs on this shared 2-core machine is not settled: "
               "the probe columns record each run's compute, bandwidth and dispatch speed, and none of them tracks "
-              "the ratio across the runs so far. INT8 or FP16 convolutions are the lever on CPU, not the runtime; "
+              "the ratio across the runs so far. A bound, from a profile of 2026-11-25: the network's "
+              "convolutions are 2.29 G multiply-adds at 256x256 (the fill's aside), and onnxruntime ran them in "
+              "about 29 ms, some 158 GFLOP/s, which is this machine's 2-thread SGEMM rate (the probe column): they "
+              "cannot get faster in FP32. Per part, PyTorch against onnxruntime: convolutions 37 against 29 ms "
+              "(1.26x), the hole fill alone 14.5 against 7.0 ms (2.1x); reaching 1.5x robustly would take another "
+              "2-3 ms out of onnxruntime's remaining non-convolution time of about 5 ms. "
+              "INT8 or FP16 convolutions are the lever on CPU, not the runtime; "
               "on the deployment targets the same graph runs in TensorRT.", "",
               "Exact graph rewrites tried and not kept (each timed against the shipped graph in one process, "
               "alternating):", "",
@@ -105,7 +111,8 @@ def section_ort(lines: list[str]) -> None:
               "for the three decoder convolutions that read upsampled maps): the top level's convolution fell "
               "from 4.4 to 2.3 ms, but interleaving the phases costs more than that in onnxruntime "
               "(DepthToSpace 4.9 ms at 16x256x256, profiled; a ConvTranspose interleave or a 4x4 stride-2 "
-              "ConvTranspose is no faster);",
+              "ConvTranspose is no faster; exact interleaves from Concat + Transpose or a 0/1 permutation MatMul "
+              "take 1.2-1.8 ms of kernel time there, against 0.5 ms for the upsampling they replace);",
               "- a fixed-shape bundle (`--static 256x256 --batch 1`), which lets onnxruntime fold the shape "
               "arithmetic and the fill's neighbour counts: +5 %, +0.5 % and -1.5 % in three A/B runs, i.e. within "
               "this machine's noise;",
