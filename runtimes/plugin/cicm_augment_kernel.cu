@@ -24,7 +24,15 @@ __global__ void cicm_augment_kernel(const typename IO::T* __restrict__ features,
 
 }  // namespace
 
-extern "C" int cicm_augment_launch(const void* features, const void* gamma, const float* anchors, const float* sets,
+// Exported even though the library builds with hidden visibility: the Python plugin
+// (runtimes/tensorrt_plugin.py) calls it through ctypes from the plugin library.
+#if defined(_WIN32)
+#define CICM_KERNEL_API __declspec(dllexport)
+#else
+#define CICM_KERNEL_API __attribute__((visibility("default")))
+#endif
+
+extern "C" CICM_KERNEL_API int cicm_augment_launch(const void* features, const void* gamma, const float* anchors, const float* sets,
                                    void* out, int32_t* route, int batch, int channels, int height, int width,
                                    int num_sets, int set_size, int top_k, int dtype, cudaStream_t stream) {
     if (batch < 0 || channels < 1 || height < 0 || width < 0 || num_sets < 1 || set_size < 1 || top_k < 0)

@@ -135,3 +135,27 @@ def test_unreadable_op_definition_fails_clearly(tmp_path):
     done = configure(plugin, tmp_path / "build", "-DCICM_HOST_ONLY=ON")
     assert done.returncode != 0
     assert 'could not read name="..." from the CICM_AUGMENT block' in flat(done)
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (the CUDA toolkit builds the plugin's kernel)")
+def test_the_kernel_launcher_stays_exported_under_the_plugins_hidden_visibility(tmp_path, monkeypatch):
+    """The Python plugin finds cicm_augment_launch in the plugin library through ctypes; the library
+    builds with hidden visibility (CMakeLists.txt), so the launcher must be exported explicitly."""
+    library = tmp_path / "libcicm_kernel.so"
+    built = subprocess.run([NVCC, "-shared", "-std=c++17", "-arch=sm_87", "-Xcompiler", "-fPIC",
+                            "-Xcompiler", "-fvisibility=hidden", "-o", str(library),
+                            str(PLUGIN_DIR / "cicm_augment_kernel.cu")],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                             check=True).stdout
+    assert re.search(r" T cicm_augment_launch$", symbols, re.MULTILINE), symbols
+    from cicm_deploy.runtimes.tensorrt_plugin import KERNEL_ENV_VAR, _launcher
+
+    monkeypatch.setenv(KERNEL_ENV_VAR, str(library))
+    import ctypes
+
+    assert _launcher().restype is ctypes.c_int  # loaded and found by name, as enqueue does (no GPU needed for that)
