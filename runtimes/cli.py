@@ -157,7 +157,12 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
             raise UserError(str(exc)) from None
 
     sidecar = user_errors(go)
-    target = sidecar["gpu"]["name"] if sidecar["gpu"] else f"compute capability {sidecar['target_compute_capability']}"
+    if sidecar["tensorrt_module"] != "tensorrt_rtx":
+        target = sidecar["gpu"]["name"] if sidecar["gpu"] else "this GPU"
+    elif sidecar["target_compute_capability"]:
+        target = f"{sidecar['target_compute_capability']} (ahead of time)"
+    else:
+        target = "compute capability 8.0 and later (TensorRT for RTX's portable default)"
     click.echo(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB) with {sidecar['tensorrt_module']} "
                f"{sidecar['tensorrt_version']} for {target}; {sidecar['precision']}, routing {sidecar['routing']}, "
                f"profile min {sidecar['profile']['min']} opt {sidecar['profile']['opt']} max {sidecar['profile']['max']}")

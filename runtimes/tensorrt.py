@@ -52,6 +52,13 @@ def read_sidecar(engine: Path) -> dict[str, Any]:
     return sidecar
 
 
+RTX_PORTABLE_MIN = (8, 0)  # TensorRT for RTX: an engine built without --sm runs on 8.0 and later (Turing needs --sm 75)
+
+
+def _capability(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
 def check_sidecar(sidecar: dict[str, Any], trt: Any, gpu: dict[str, Any] | None, engine: Path,
                   plugin: Path | None) -> None:
     """Every way an engine can fail to fit this machine, as one EngineMismatchError line."""
@@ -67,12 +74,18 @@ def check_sidecar(sidecar: dict[str, Any], trt: Any, gpu: dict[str, Any] | None,
     built_for = (sidecar.get("gpu") or {}).get("compute_capability")
     target = sidecar.get("target_compute_capability")
     here = gpu["compute_capability"]
-    if built_for and built_for != here:
+    sm_here = here.replace(".", "")
+    if sidecar["tensorrt_module"] == "tensorrt_rtx":  # built for targets, not for the GPU it was built on
+        if target and target.upper() != "SM" + sm_here:
+            raise EngineMismatchError(f"{engine} was built ahead of time for {target}; this GPU ({gpu['name']}) is "
+                                      f"compute capability {here}: {rebuild} --rtx --sm {sm_here}")
+        if not target and _capability(here) < RTX_PORTABLE_MIN:
+            raise EngineMismatchError(f"{engine} was built for TensorRT for RTX's default targets (compute capability "
+                                      f"8.0 and later); this GPU ({gpu['name']}) is {here}: {rebuild} --rtx --sm "
+                                      f"{sm_here}")
+    elif built_for and built_for != here:
         raise EngineMismatchError(f"{engine} was built on a GPU of compute capability {built_for} "
                                   f"({sidecar['gpu']['name']}); this GPU ({gpu['name']}) is {here}: {rebuild}")
-    if target and target.upper() != "SM" + here.replace(".", ""):
-        raise EngineMismatchError(f"{engine} was built ahead of time for {target}; this GPU ({gpu['name']}) is "
-                                  f"compute capability {here}: {rebuild} --rtx --sm {here.replace('.', '')}")
     info = sidecar.get("plugin")
     if info and info.get("kind") == "library":
         library = plugin or Path(info["path"])

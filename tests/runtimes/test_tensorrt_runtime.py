@@ -134,3 +134,31 @@ def test_tensorrt_parity_on_gpu(bundles, tmp_path, precision, routing):
         report = check_parity(runtime)
     assert report.passed, "\n".join(report.lines())
     assert np.isfinite([o.max_abs for o in report.outputs]).all()
+
+
+def test_sidecar_checks_treat_rtx_engines_as_built_for_targets_not_for_the_build_gpu(tmp_path):
+    from types import SimpleNamespace
+
+    from cicm_deploy.runtimes.tensorrt import check_sidecar
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    rtx = SimpleNamespace(__name__="tensorrt_rtx", __version__="1.7")
+    full = SimpleNamespace(__name__="tensorrt", __version__="10.13")
+    ada, ampere, turing = ({"name": n, "compute_capability": c} for n, c in
+                           (("RTX 4090", "8.9"), ("RTX 3090", "8.6"), ("RTX 2080 Ti", "7.5")))
+
+    def sidecar(module, built_on, target=None):
+        return {"tensorrt_module": module.__name__, "tensorrt_version": module.__version__, "gpu": built_on,
+                "target_compute_capability": target, "plugin": None}
+
+    check_sidecar(sidecar(rtx, ada, "SM86"), rtx, ampere, engine, None)  # built on a 4090 for an 8.6 board: fine
+    check_sidecar(sidecar(rtx, ada), rtx, ampere, engine, None)  # the portable default runs on 8.0 and later
+    check_sidecar(sidecar(rtx, None, "SM75"), rtx, turing, engine, None)
+    with pytest.raises(EngineMismatchError, match="built ahead of time for SM86; .* is compute capability 8.9.*--sm 89"):
+        check_sidecar(sidecar(rtx, None, "SM86"), rtx, ada, engine, None)
+    with pytest.raises(EngineMismatchError, match="default targets .*8.0 and later.* is 7.5: .*--rtx --sm 75"):
+        check_sidecar(sidecar(rtx, ada), rtx, turing, engine, None)
+    check_sidecar(sidecar(full, ampere), full, ampere, engine, None)
+    with pytest.raises(EngineMismatchError, match="built on a GPU of compute capability 8.9 \\(RTX 4090\\)"):
+        check_sidecar(sidecar(full, ada), full, ampere, engine, None)  # full TensorRT: the GPU it was built on
