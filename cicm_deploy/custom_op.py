@@ -44,3 +44,7 @@ CICM_AUGMENT = CustomOpSpec(
     inputs=("features", "gamma", "anchors", "sets"),
     outputs=("augmented", "route"),
 )
+
+# The largest set size K the CUDA kernel takes (its per-position softmax weights live in registers
+# and local memory): CICM_MAX_SET_SIZE in runtimes/plugin/cicm_augment_kernel.cuh, checked by a test.
+MAX_SET_SIZE = 256

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.custom_op import CICM_AUGMENT, MAX_SET_SIZE
 from cicm_deploy.memory import keep_count
 from cicm_deploy.model import UNetCICM
 
@@ -36,6 +36,8 @@ def check_plugin_compatible(model: UNetCICM) -> None:
         problems.append(f"memory mode {cfg.mode!r} (the op implements 'sets')")
     if cfg.region_size != 1:
         problems.append(f"region_size {cfg.region_size} (the op works per position)")
+    if cfg.set_size > MAX_SET_SIZE:
+        problems.append(f"set_size {cfg.set_size} (the op's CUDA kernel takes at most {MAX_SET_SIZE} vectors a set)")
     if problems:
         raise PluginRewriteError("the CICMAugment op cannot express this model: " + "; ".join(problems)
                                  + ". Export it with --routing onnx")

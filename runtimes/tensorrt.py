@@ -94,6 +94,15 @@ def check_sidecar(sidecar: dict[str, Any], trt: Any, gpu: dict[str, Any] | None,
                                       "pass --plugin LIB or build it with CMake in runtimes/plugin")
         if hashlib.sha256(library.read_bytes()).hexdigest() != info["sha256"]:
             raise EngineMismatchError(f"plugin library {library} is not the one the engine was built with; {rebuild}")
+    elif info and plugin is not None and not plugin.is_file():
+        raise EngineMismatchError(f"plugin library {plugin} does not exist")
+    elif info and plugin is None:  # the Python plugin runs the kernel from a compiled library
+        from .tensorrt_plugin import KERNEL_ENV_VAR, find_kernel_library
+
+        if find_kernel_library() is None:
+            raise EngineMismatchError(f"{engine} was built with the Python CICMAugment plugin, which runs the CUDA "
+                                      "kernel from the plugin library: build it with CMake in runtimes/plugin and set "
+                                      f"CICM_PLUGIN_LIBRARY (or {KERNEL_ENV_VAR}), or pass --plugin LIB")
 
 
 class TensorRTBackend(Runtime):
@@ -122,13 +131,16 @@ class TensorRTBackend(Runtime):
         check_sidecar(self.sidecar, self.trt, gpu_description(), self.engine_path, self.plugin)
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         if self.bundle.custom_ops:
-            info = self.sidecar.get("plugin") or {}
-            if info.get("kind") == "library":
-                self.trt.get_plugin_registry().load_library(str(self.plugin or info["path"]))
-            else:
-                from .tensorrt_plugin import register_python_plugin
+            from .tensorrt_plugin import PluginRegistrationError, activate_plugin
 
-                register_python_plugin(self.trt)
+            info = self.sidecar.get("plugin") or {}
+            # --plugin wins: the C++ and Python plugins share name, version and fields, so either
+            # deserializes an engine built with the other.
+            library = self.plugin or (Path(info["path"]) if info.get("kind") == "library" else None)
+            try:
+                activate_plugin(self.trt, library)
+            except PluginRegistrationError as exc:
+                raise BackendUnavailableError(str(exc)) from None
         runtime = self.trt.Runtime(logger)
         self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:

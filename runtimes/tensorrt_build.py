@@ -177,7 +177,7 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
     logger = trt.Logger(trt.Logger.WARNING)
     plugin_info = None
     if bundle.custom_ops:
-        plugin_info = _register_plugin(trt, logger, plugin)
+        plugin_info = _register_plugin(trt, plugin)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -251,20 +251,18 @@ def _layer_summary(trt: Any, network: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _register_plugin(trt: Any, logger: Any, plugin: str | os.PathLike | None) -> dict[str, Any]:
+def _register_plugin(trt: Any, plugin: str | os.PathLike | None) -> dict[str, Any]:
     """Make CICMAugment known to the plugin registry: the C++ library when given, else the Python plugin."""
+    from .tensorrt_plugin import PluginRegistrationError, activate_plugin
+
+    if plugin is not None and not Path(plugin).is_file():
+        raise EngineBuildError(f"plugin library {plugin} does not exist; build it with CMake in runtimes/plugin "
+                               "(see runtimes/plugin/README.md)")
+    try:
+        activate_plugin(trt, plugin)
+    except PluginRegistrationError as exc:
+        raise EngineBuildError(str(exc)) from None
     if plugin is not None:
         path = Path(plugin)
-        if not path.is_file():
-            raise EngineBuildError(f"plugin library {path} does not exist; build it with CMake in runtimes/plugin "
-                                   "(see runtimes/plugin/README.md)")
-        registry = trt.get_plugin_registry()
-        handle = registry.load_library(str(path))
-        if handle is None:
-            raise EngineBuildError(f"TensorRT could not load the plugin library {path} (built for another "
-                                   "TensorRT version?)")
         return {"kind": "library", "path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    from .tensorrt_plugin import register_python_plugin
-
-    register_python_plugin(trt)
     return {"kind": "python", "path": None, "sha256": None}

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.custom_op import CICM_AUGMENT, MAX_SET_SIZE
 from cicm_deploy.environment import plugin_search_paths
 
 KERNEL_ENV_VAR = "CICM_KERNEL_LIBRARY"
-_registered: set[str] = set()
 
 
 def find_kernel_library() -> Path | None:
@@ -92,7 +91,9 @@ def make_plugin_classes(trt: Any) -> tuple[type, type]:
             return desc.type == trt.DataType.INT32  # route
 
         def configure_plugin(self, inputs: list[Any], outputs: list[Any]) -> None:
-            pass
+            set_size = inputs[3].desc.dims[1]
+            if set_size > MAX_SET_SIZE:  # as the C++ plugin: refuse at build time, not in enqueue
+                raise ValueError(f"CICMAugment: set size K = {set_size} exceeds the kernel's limit of {MAX_SET_SIZE}")
 
         def get_workspace_size(self, inputs: list[Any], outputs: list[Any]) -> int:
             return 0
@@ -140,14 +141,44 @@ def make_plugin_classes(trt: Any) -> tuple[type, type]:
     return CICMAugmentPlugin, CICMAugmentCreator
 
 
-def register_python_plugin(trt: Any) -> None:
-    """Register the Python creator with this TensorRT module's plugin registry (once per module)."""
-    if trt.__name__ in _registered:
+class PluginRegistrationError(RuntimeError):
+    """CICMAugment could not be made known to TensorRT's plugin registry."""
+
+
+_active: dict[str, tuple[str, Any]] = {}  # TensorRT module name -> (source, the Python creator or None)
+
+
+def activate_plugin(trt: Any, library: str | os.PathLike | None = None) -> None:
+    """Make CICMAugment known to TensorRT: from ``library`` (the C++ plugin) or else the Python plugin.
+
+    TensorRT refuses a second registration of a plugin name in one process (``load_library``
+    returns None), so this keeps one source per process: the Python creator makes way for a
+    library; a loaded library serves every later request without one (both plugins have the same
+    name, version and fields); a second, different library is refused, because unloading the first
+    could pull code from under engines that use it.
+    """
+    source = str(Path(library).resolve()) if library is not None else "python"
+    current = _active.get(trt.__name__)
+    if current is not None and (current[0] == source or library is None):
         return
-    _, creator = make_plugin_classes(trt)
-    instance = creator()
     registry = trt.get_plugin_registry()
-    if not registry.register_creator(instance, CICM_AUGMENT.namespace):
-        raise RuntimeError("TensorRT refused to register the CICMAugment creator")
-    _registered.add(trt.__name__)
-    register_python_plugin.creator = instance  # keep the Python object alive as long as the registry uses it
+    if current is not None and current[0] != "python":
+        raise PluginRegistrationError(f"the plugin library {current[0]} is already loaded in this process and "
+                                      f"cannot be swapped for {library}; use one plugin library per process")
+    if current is not None:
+        registry.deregister_creator(current[1])
+        del _active[trt.__name__]
+    elif registry.get_creator(CICM_AUGMENT.name, CICM_AUGMENT.version, CICM_AUGMENT.namespace) is not None:
+        raise PluginRegistrationError(f"a {CICM_AUGMENT.name} plugin is already registered in this process by code "
+                                      "outside cicm-deploy; run the build or engine in a fresh process")
+    if library is not None:
+        if registry.load_library(str(library)) is None:
+            raise PluginRegistrationError(f"TensorRT could not load the plugin library {library} (built for another "
+                                          "TensorRT version?)")
+        _active[trt.__name__] = (source, None)
+        return
+    _, creator_class = make_plugin_classes(trt)
+    creator = creator_class()
+    if not registry.register_creator(creator, CICM_AUGMENT.namespace):
+        raise PluginRegistrationError(f"TensorRT refused to register the Python {CICM_AUGMENT.name} creator")
+    _active[trt.__name__] = (source, creator)  # the registry does not keep the Python object alive

@@ -239,6 +239,7 @@ def test_plugin_routing_with_top_k(tmp_path, diversified):
 @pytest.mark.parametrize("changes,message", [
     ({"memory_mode": "merged"}, "memory mode 'merged'"),
     ({"memory_region_size": 2}, "region_size 2"),
+    ({"memory_set_size": 257}, "set_size 257 \\(the op's CUDA kernel takes at most 256"),
     ({"cicm_levels": ()}, "plain UNet"),
 ])
 def test_plugin_routing_refuses_what_the_op_cannot_express(tmp_path, changes, message):

@@ -159,3 +159,10 @@ def test_the_kernel_launcher_stays_exported_under_the_plugins_hidden_visibility(
     import ctypes
 
     assert _launcher().restype is ctypes.c_int  # loaded and found by name, as enqueue does (no GPU needed for that)
+
+
+def test_the_python_set_size_limit_is_the_kernels():
+    from cicm_deploy.custom_op import MAX_SET_SIZE
+
+    header = (PLUGIN_DIR / "cicm_augment_kernel.cuh").read_text()
+    assert re.search(rf"#define CICM_MAX_SET_SIZE {MAX_SET_SIZE}\b", header)

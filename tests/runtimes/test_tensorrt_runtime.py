@@ -162,3 +162,76 @@ def test_sidecar_checks_treat_rtx_engines_as_built_for_targets_not_for_the_build
     check_sidecar(sidecar(full, ampere), full, ampere, engine, None)
     with pytest.raises(EngineMismatchError, match="built on a GPU of compute capability 8.9 \\(RTX 4090\\)"):
         check_sidecar(sidecar(full, ada), full, ampere, engine, None)  # full TensorRT: the GPU it was built on
+
+
+def test_python_plugin_engines_need_the_kernel_library_before_they_load(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import cicm_deploy.runtimes.tensorrt_plugin as tensorrt_plugin
+    from cicm_deploy.runtimes.tensorrt import check_sidecar
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    trt = SimpleNamespace(__name__="tensorrt", __version__="10.13")
+    gpu = {"name": "Orin", "compute_capability": "8.7"}
+    sidecar = {"tensorrt_module": "tensorrt", "tensorrt_version": "10.13", "gpu": gpu,
+               "target_compute_capability": None, "plugin": {"kind": "python", "path": None, "sha256": None}}
+    monkeypatch.setattr(tensorrt_plugin, "find_kernel_library", lambda: None)
+    with pytest.raises(EngineMismatchError, match="built with the Python CICMAugment plugin, which runs the CUDA kernel "
+                                                  "from the plugin library"):
+        check_sidecar(sidecar, trt, gpu, engine, None)
+    with pytest.raises(EngineMismatchError, match="plugin library .*missing.so does not exist"):
+        check_sidecar(sidecar, trt, gpu, engine, tmp_path / "missing.so")
+    library = tmp_path / "libcicm_augment_plugin.so"
+    library.write_bytes(b"\x7fELF stand-in")
+    check_sidecar(sidecar, trt, gpu, engine, library)  # --plugin serves a Python-plugin engine (same name and fields)
+    monkeypatch.setattr(tensorrt_plugin, "find_kernel_library", lambda: library)
+    check_sidecar(sidecar, trt, gpu, engine, None)
+
+
+@needs_rtx
+def test_the_plugin_source_can_change_within_one_process(tmp_path):
+    import tensorrt_rtx as trt
+
+    from cicm_deploy.custom_op import CICM_AUGMENT
+    from cicm_deploy.runtimes.tensorrt_plugin import PluginRegistrationError, activate_plugin, make_plugin_classes
+
+    registry = trt.get_plugin_registry()
+
+    def registered():
+        return registry.get_creator(CICM_AUGMENT.name, CICM_AUGMENT.version, CICM_AUGMENT.namespace)
+
+    activate_plugin(trt)
+    creator = registered()
+    activate_plugin(trt)  # again: the same creator, no second registration
+    assert creator is not None and registered() is creator
+    (tmp_path / "not_a_plugin.so").write_bytes(b"junk")
+    with pytest.raises(PluginRegistrationError, match="could not load the plugin library .*not_a_plugin.so"):
+        activate_plugin(trt, tmp_path / "not_a_plugin.so")  # the Python creator made way for it first
+    assert registered() is None
+    outsider = make_plugin_classes(trt)[1]()
+    assert registry.register_creator(outsider, CICM_AUGMENT.namespace)
+    try:
+        with pytest.raises(PluginRegistrationError, match="already registered in this process by code outside"):
+            activate_plugin(trt)
+    finally:
+        registry.deregister_creator(outsider)
+    activate_plugin(trt)
+    assert registered() is not None
+
+
+@needs_rtx
+def test_the_python_plugin_refuses_sets_larger_than_the_kernel_takes_at_build_time():
+    from types import SimpleNamespace
+
+    import tensorrt_rtx as trt
+
+    from cicm_deploy.runtimes.tensorrt_plugin import make_plugin_classes
+
+    plugin = make_plugin_classes(trt)[0]()
+    described = [SimpleNamespace(desc=SimpleNamespace(dims=dims)) for dims in
+                 ((1, 64, 32, 32), (1, 1, 32, 32), (13, 64), (13, 300, 64))]
+    with pytest.raises(ValueError, match="set size K = 300 exceeds the kernel's limit of 256"):
+        plugin.configure_plugin(described, [])
+    described[3] = SimpleNamespace(desc=SimpleNamespace(dims=(13, 256, 64)))
+    plugin.configure_plugin(described, [])
