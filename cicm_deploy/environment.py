@@ -117,7 +117,37 @@ def probe_gpu() -> dict[str, Any]:
     from cicm_deploy.runtimes.tensorrt_build import gpu_description
 
     gpu = gpu_description()
-    return {"found": gpu is not None, **(gpu or {"hint": "no CUDA GPU visible (or cuda-python is not installed)"})}
+    if gpu is not None:
+        return {"found": True, **gpu}
+    return {"found": False, "hint": gpu_hint(driver_cuda_version(), _dist_version("cuda-python"))}
+
+
+def driver_cuda_version() -> tuple[int, int] | None:
+    """The CUDA version the installed driver supports (libcuda's cuDriverGetVersion), or None."""
+    import ctypes
+
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+        return None
+    return version.value // 1000, version.value % 1000 // 10
+
+
+def gpu_hint(driver: tuple[int, int] | None, cuda_python: str | None) -> str:
+    """Why no GPU is visible, from the driver's CUDA version and the installed cuda-python."""
+    if driver is None:
+        return "no CUDA driver on this machine (libcuda.so.1 not found)"
+    if cuda_python is None:
+        return (f"a CUDA {driver[0]}.{driver[1]} driver is present but cuda-python is not installed: "
+                f"pip install 'cicm-deploy[trt-runtime]' 'cuda-python<{driver[0] + 1}'")
+    major = int(cuda_python.split(".")[0])
+    if major > driver[0]:
+        return (f"cuda-python {cuda_python} needs a CUDA {major} driver; this driver supports CUDA "
+                f"{driver[0]}.{driver[1]}: pip install 'cuda-python<{driver[0] + 1}'")
+    return f"the CUDA {driver[0]}.{driver[1]} driver reports no usable GPU to cuda-python {cuda_python}"
 
 
 def probe_all() -> dict[str, dict[str, Any]]:

@@ -111,7 +111,7 @@ def _network_flags(trt: Any) -> int:
     names = dir(trt.NetworkDefinitionCreationFlag)
     if "STRONGLY_TYPED" in names:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    elif "EXPLICIT_BATCH" in names:  # TensorRT < 10: explicit batch, precision by flags
+    elif "EXPLICIT_BATCH" in names:  # TensorRT < 10: explicit batch; no precision flags are set, so it builds FP32
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     return flags
 
@@ -218,7 +218,9 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
     progress("building the engine (minutes on a Jetson)")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError("TensorRT failed to build the engine (see its log above)")
+        hint = (f"; if it reports OutOfMemory, raise --workspace (now {workspace_mb} MiB) or lower --max-shape "
+                f"{'x'.join(map(str, profile.max))}" if workspace_mb else "")
+        raise EngineBuildError(f"TensorRT failed to build the engine (see its log above){hint}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")

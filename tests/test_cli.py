@@ -178,3 +178,13 @@ def test_doctor_next_steps_name_the_tensorrt_that_is_installed():
     assert "cicm-deploy build BUNDLE -o model.engine" in full and "-DCMAKE_CUDA_ARCHITECTURES=86" in full
     assert "TensorRT is missing" in " ".join(next_steps(_report({}, gpu=True)))
     assert next_steps(_report({}, gpu=False)) == []
+
+
+def test_doctor_says_why_no_gpu_is_visible():
+    from cicm_deploy.environment import gpu_hint
+
+    assert "no CUDA driver" in gpu_hint(None, "13.0.0")
+    assert gpu_hint((12, 6), "13.4.4") == ("cuda-python 13.4.4 needs a CUDA 13 driver; this driver supports CUDA 12.6: "
+                                           "pip install 'cuda-python<13'")  # JetPack 6 with a fresh pip install
+    assert "cuda-python is not installed: pip install 'cicm-deploy[trt-runtime]' 'cuda-python<13'" in gpu_hint((12, 6), None)
+    assert "reports no usable GPU to cuda-python 12.6.2" in gpu_hint((12, 6), "12.6.2")
