@@ -309,12 +309,12 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
 REPORT_SUFFIXES = (".json", ".md", ".png")
 
 
-def report_prefix(out: Path) -> Path:
-    """Where ``-o`` puts the report files: OUT.json/.md/.png; in OUT/bench.* for a folder; a report
+def report_prefix(out: Path, name: str = "bench") -> Path:
+    """Where ``-o`` puts the report files: OUT.json/.md/.png; in OUT/NAME.* for a folder; a report
     suffix given is dropped (results/run.json -> results/run.*), other dots are kept (run.v2.*).
     Raises ValueError when the folder cannot be made or written (checked before any measurement)."""
     if out.is_dir():
-        out = out / "bench"
+        out = out / name
     elif out.suffix in REPORT_SUFFIXES:
         out = out.with_suffix("")
     existing = out.parent

@@ -48,17 +48,28 @@ def save_checkpoint(path: str | os.PathLike, model: UNetCICM, *, optimizer: torc
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: ``path`` is whole or untouched.
+
+    A failed write (disk full, read-only folder) raises an ``OSError`` that names ``path``, not the
+    temporary file, with the system's reason (torch wraps it in a RuntimeError otherwise).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(exc, (OSError, RuntimeError)) and isinstance(cause, OSError) and cause.errno:
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path

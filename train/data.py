@@ -121,7 +121,7 @@ class ImageFolderDataset:
             self.skipped_paths.add(relative)
             warnings.warn(f"skipping unreadable image {self.root / relative}: {why}", CICMWarning, stacklevel=3)
 
-    def _nothing_readable(self) -> DataError:
+    def nothing_readable(self) -> DataError:
         return DataError(f"none of the {len(self.files)} image files in the {self.split} split of {self.root} "
                          "could be read; expected jpg/png/webp/bmp images")
 
@@ -137,11 +137,12 @@ class ImageFolderDataset:
                     return candidate
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(relative, exc)
-        raise self._nothing_readable()
+        raise self.nothing_readable()
 
-    def load(self, index: int) -> np.ndarray:
-        """The whole image at ``index`` (or the next readable one) as RGB uint8 [H, W, 3]."""
-        for step in range(len(self.files)):
+    def load(self, index: int, fallback: bool = True) -> np.ndarray | None:
+        """The whole image at ``index`` as RGB uint8 [H, W, 3]; when it cannot be read, the next
+        readable one (``fallback``) or None."""
+        for step in range(len(self.files) if fallback else 1):
             relative = self.files[(index + step) % len(self.files)]
             if relative in self.skipped_paths:
                 continue
@@ -149,7 +150,9 @@ class ImageFolderDataset:
                 return load_image(self.root / relative)
             except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(relative, exc)
-        raise self._nothing_readable()
+        if not fallback:
+            return None
+        raise self.nothing_readable()
 
     def sample(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """A random crop (upscaled first if the image is smaller) and flip of image ``index``."""

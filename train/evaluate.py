@@ -212,7 +212,7 @@ def comparison_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[st
 
 def write_report(result: dict[str, Any], out: Path, title: str, notes: list[str]) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
+    json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")  # out: a prefix
     json_path.write_text(json.dumps({k: v for k, v in result.items()}, indent=2, default=float) + "\n")
     lines = [f"# {title}", "", *notes, "", *markdown_table(result["summary"]), "",
              *comparison_lines(result["summary"]), f"Conventions: {result['convention']}"]

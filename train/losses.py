@@ -19,6 +19,8 @@ L = 1.0 L_inpaint + 0.1 L_adv + 1.0 L_ratio + 20 L_inter - 0.5 L_intra (weights 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from cicm_deploy.config import ConfigError
 from cicm_deploy.model import InpaintOutput, corrupted_ratio
 
 
@@ -36,6 +39,11 @@ class LossWeights:
     ratio: float = 1.0  # lambda_3
     inter: float = 20.0  # lambda_4 (minimized)
     intra: float = 0.5  # lambda_5 (maximized: subtracted)
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"train.weights.{name} = {value!r}: expected a finite number >= 0")
 
 
 class PatchDiscriminator(nn.Module):

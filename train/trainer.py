@@ -18,7 +18,10 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from cicm_deploy import CICMWarning
 from cicm_deploy.checkpoint import read_checkpoint, save_checkpoint
 from cicm_deploy.config import ConfigError, ModelConfig
 from cicm_deploy.memory import GeneralizationStats
@@ -37,7 +41,7 @@ from cicm_deploy.predict import is_device_name, pick_device
 from .losses import LossWeights, PatchDiscriminator, generator_loss, relativistic_losses
 from .masks import evaluation_masks, sample_mask
 
-TRAINER_STATE_VERSION = 1
+TRAINER_STATE_VERSION = 2  # 2: one RNG state per rank (1: rank 0's only; still resumed)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,9 @@ class PhotoSampler:
         dataset = ImageFolderDataset(folder, crop_size=None, split=split, val_fraction=val_fraction, flip=False)
         self.photos = []
         for index in range(len(dataset)):
-            image = dataset.load(index)
+            image = dataset.load(index, fallback=False)  # each readable photo once; unreadable ones are skipped
+            if image is None:
+                continue
             side = min(image.shape[:2])
             scale = max(cache_side / side if cache_side else 1.0, crop / side)
             if scale < 1.0 or side < crop:
@@ -120,6 +126,8 @@ class PhotoSampler:
                 size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
                 image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
             self.photos.append(image)
+        if not self.photos:
+            raise dataset.nothing_readable()
         self.skipped = dataset.skipped
         self.crop = crop
 
@@ -151,6 +159,14 @@ class TrainStep(nn.Module):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
         inter, intra = self.model.memory_losses()
         return self.model(image, mask), inter, intra
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """The run stopped on a signal (Ctrl-C, SIGTERM) at a step boundary, after saving last.pt there."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"stopped by {signal_name} at step {step}")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
 
 
 def _distributed() -> tuple[int, int]:
@@ -238,19 +254,32 @@ class Trainer:
                               torch.from_numpy(np.stack([m for _, m in masks])).unsqueeze(1).float())
 
     # -- checkpointing ------------------------------------------------------------------------
-    def _trainer_state(self) -> dict[str, Any]:
+    def _trainer_state(self, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
         return {"version": TRAINER_STATE_VERSION, "train_config": self.config.to_dict(),
                 "discriminator": self.discriminator.state_dict(), "d_optimizer": self.d_opt.state_dict(),
-                "rng": rng_state(self.rng), "world_size": self.world}
+                "rng": rng_states, "world_size": self.world}
+
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG state, in rank order (a collective under torchrun: all ranks call it)."""
+        mine = rng_state(self.rng)
+        if self.world == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, mine)
+        return gathered
 
     def _non_finite_weights(self) -> list[str]:
         """Names of the model's parameters and buffers (the memory included) holding NaN or Inf."""
         tensors = list(self.model.named_parameters()) + list(self.model.named_buffers())
         return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
-    def save(self, path: Path) -> Path:
+    def save(self, path: Path) -> Path | None:
+        """Write a checkpoint of this step (rank 0 writes; under torchrun every rank must call it)."""
+        states = self._rng_states()
+        if self.rank != 0:
+            return None
         return save_checkpoint(path, self.model, optimizer=self.g_opt, step=self.step, metrics=self.metrics,
-                               trainer=self._trainer_state())
+                               trainer=self._trainer_state(states))
 
     def _resume(self, path: str) -> None:
         data = read_checkpoint(path, map_location=self.device)
@@ -258,15 +287,32 @@ class Trainer:
         if not trainer:
             raise ConfigError(f"{path} has no trainer state (written by `init` or exported?); resume needs a "
                               "checkpoint written by `cicm-deploy train`")
-        if trainer.get("version") != TRAINER_STATE_VERSION:
+        if trainer.get("version") not in (1, TRAINER_STATE_VERSION):
             raise ConfigError(f"{path} has trainer state version {trainer.get('version')!r}; this cicm-deploy "
-                             f"resumes version {TRAINER_STATE_VERSION}")
+                             f"resumes versions 1 and {TRAINER_STATE_VERSION}")
+        if ModelConfig.from_dict(data["model_config"]) != self.model.config:
+            raise ConfigError(f"{path} holds a model configured otherwise than this run's; a resumed run keeps its "
+                              "checkpoint's model (drop --preset, --set model.* and the config file's model part)")
         self.model.load_state_dict(data["state_dict"])
         self.g_opt.load_state_dict(data["optimizer"])
         self.discriminator.load_state_dict(trainer["discriminator"])
         self.d_opt.load_state_dict(trainer["d_optimizer"])
-        restore_rng(self.rng, trainer["rng"])
+        # The optimizers come back with their saved settings; this run's (--set train.lr=...) apply from here.
+        for optimizer, lr in ((self.g_opt, self.config.lr), (self.d_opt, self.config.d_lr)):
+            for group in optimizer.param_groups:
+                group["lr"], group["betas"] = lr, (self.config.beta1, group["betas"][1])
         self.step = int(data["step"])
+        states = trainer["rng"] if isinstance(trainer["rng"], list) else [trainer["rng"]]  # version 1: one state
+        saved_world = int(trainer.get("world_size", 1))
+        if saved_world != self.world or len(states) != saved_world:
+            if self.rank == 0:
+                warnings.warn(f"{path} was written by {saved_world} process(es) and this run has {self.world}: it "
+                              "continues from the same weights, but not bit for bit (each process's crops differ "
+                              "from the uninterrupted run's)", CICMWarning, stacklevel=2)
+        if self.rank < len(states) and saved_world == self.world:
+            restore_rng(self.rng, states[self.rank])
+        else:
+            self.rng = np.random.default_rng([self.config.seed + 1000 * self.rank, self.step])
         self.metrics = dict(data.get("metrics", {}))
 
     # -- the step -----------------------------------------------------------------------------
@@ -315,7 +361,55 @@ class Trainer:
         return psnr_batch(out.composite, image)
 
     # -- the loop -----------------------------------------------------------------------------
+    def _stop_requested(self) -> bool:
+        """Whether any rank was asked to stop (one small all-reduce a step under torchrun)."""
+        if self.world == 1:
+            return self._stop_signal is not None
+        flag = torch.tensor([int(self._stop_signal is not None)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self._stop_signal is None:
+            self._stop_signal = "a signal to another rank"
+        return bool(flag.item())
+
+    def _catch_stop_signals(self) -> Callable[[], None]:
+        """Ctrl-C and SIGTERM finish the current step, then stop the run at that step boundary (saved,
+        so --resume continues bit for bit); a second Ctrl-C aborts at once without saving. Only the
+        main thread can take signals: elsewhere they keep their default behaviour."""
+        self._stop_signal: str | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handle(signum: int, frame: Any) -> None:
+            self._stop_signal = signal.Signals(signum).name
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
+            if self.rank == 0:
+                from tqdm import tqdm
+
+                tqdm.write(f"{self._stop_signal}: stopping at the end of this step and saving it "
+                           "(Ctrl-C again aborts without saving)")
+
+        def release() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        for sig in previous:
+            signal.signal(sig, handle)
+        return release
+
+    def _trim_log(self, log_path: Path) -> None:
+        """Drop log lines past the resumed step: a run killed after its last save logged steps it lost."""
+        if self.step == 0 or not log_path.is_file():
+            return
+        lines = log_path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= self.step]
+        if len(kept) != len(lines):
+            tmp = log_path.with_name(f".{log_path.name}.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, log_path)
+
     def fit(self, progress: bool = True) -> dict[str, Any]:
+        """Train to ``config.steps``. Raises ``TrainingStopped`` after a stop on Ctrl-C or SIGTERM."""
         if self.train_data is None:
             raise RuntimeError("attach_data() first")
         from tqdm import tqdm
@@ -325,16 +419,17 @@ class Trainer:
             raise ConfigError(f"this run is already at step {self.step} and train.steps is {config.steps}: nothing to "
                               f"do; ask for more steps (e.g. --steps {self.step + config.steps})")
         main = self.rank == 0
+        log_path = self.out / "log.jsonl"
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-        log_path = self.out / "log.jsonl"
+            self._trim_log(log_path)
         bar = tqdm(total=config.steps, initial=self.step, disable=not (progress and main), unit="step",
                    dynamic_ncols=True)
         images_seen, started = 0, time.perf_counter()
         self.last_saved_step: int | None = None  # of this run's last.pt, for the non-finite error
-        poisoned = False  # a non-finite step has already updated the weights: they must not overwrite last.pt
+        release_signals = self._catch_stop_signals()
         try:
-            while self.step < config.steps:
+            while self.step < config.steps and not self._stop_requested():
                 image, mask = self.train_data.batch(self.rng, config.batch_size)
                 values = self.train_step(image, mask)
                 images_seen += len(image) * self.world
@@ -345,7 +440,6 @@ class Trainer:
                 if not broken and main and (validating or checkpointing):  # a finite loss can hide overflowed weights
                     broken = self._non_finite_weights()
                 if broken:
-                    poisoned = True
                     kept = (f"{self.out / 'last.pt'} keeps step {self.last_saved_step}" if self.last_saved_step
                             else "no checkpoint of this run was written before it")
                     raise FloatingPointError(f"non-finite values at step {self.step} ({', '.join(broken[:4])}): "
@@ -359,10 +453,9 @@ class Trainer:
                         record["val_psnr"] = round(val, 3)
                         self.metrics["val_psnr"] = record["val_psnr"]
                     self.metrics.update(step=self.step, images_per_s=record["images_per_s"])
-                    if main:
-                        self.save(self.out / "last.pt")
-                        self.last_saved_step = self.step
-                if main and checkpointing:
+                    self.save(self.out / "last.pt")
+                    self.last_saved_step = self.step
+                if checkpointing:
                     self.save(self.out / f"step_{self.step}.pt")
                 if main and (self.step % config.log_every == 0 or "val_psnr" in record):
                     with open(log_path, "a") as handle:
@@ -373,7 +466,21 @@ class Trainer:
                                 img_s=f"{rate:.1f}", **({"val": record["val_psnr"]} if "val_psnr" in record else {}))
                 bar.update(1)
         finally:
+            release_signals()
             bar.close()
-            if main and self.step > 0 and not poisoned and not self._non_finite_weights():
-                self.save(self.out / "last.pt")  # nothing lost on Ctrl-C or a crash mid-run
+        if self._stop_signal is not None:  # at a step boundary: the saved state resumes bit for bit
+            # every rank holds the same weights, so they agree on this without talking
+            if self.step > 0 and self.last_saved_step != self.step and not self._non_finite_weights():
+                self.save(self.out / "last.pt")
+                self.last_saved_step = self.step
+            kept = self.out / "last.pt" if self.last_saved_step is not None or (self.out / "last.pt").is_file() else None
+            raise TrainingStopped(self._stop_signal, self.last_saved_step or self.step, kept)
         return self.metrics
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line torn by a kill mid-write counts as past every step (dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -60,6 +60,28 @@ def test_atomic_write_leaves_no_temporaries_and_keeps_the_old_file_on_failure(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
+def test_a_failed_write_names_the_checkpoint_and_the_systems_reason(tmp_path, model, monkeypatch):
+    import errno
+
+    def full_disk(obj, handle):  # what torch.save does when the disk fills: an OSError inside a RuntimeError
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as failed:
+        save_checkpoint(tmp_path / "run" / "last.pt", model, step=2)
+    assert (failed.value.errno, failed.value.filename) == (errno.ENOSPC, str(tmp_path / "run" / "last.pt"))
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__
+    assert list((tmp_path / "run").iterdir()) == []
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError) as failed:
+        save_checkpoint(tmp_path / "file" / "last.pt", model)
+    assert failed.value.filename == str(tmp_path / "file" / "last.pt")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "nope.pt")

@@ -70,6 +70,18 @@ def test_same_generator_seed_gives_the_same_crops(tmp_path, rng):
     assert False in flips
 
 
+def test_the_training_cache_holds_each_readable_photo_once(tmp_path, rng):
+    from cicm_deploy.train.trainer import PhotoSampler
+
+    names = write_images(tmp_path, 4, rng)
+    good = tmp_path / next(n for n in names if n.endswith(".png"))
+    (tmp_path / "aaa_truncated.png").write_bytes(good.read_bytes()[:60])  # sorts first: its fallback was a twin
+    with pytest.warns(CICMWarning, match="skipping unreadable image"):
+        sampler = PhotoSampler(str(tmp_path), "all", crop=16, cache_side=0, val_fraction=0.0)
+    assert len(sampler) == 4 and sampler.skipped == 1
+    assert len({photo.tobytes() for photo in sampler.photos}) == 4
+
+
 def test_bad_files_are_skipped_with_a_warning_and_counted(tmp_path, rng):
     names = write_images(tmp_path, 3, rng)
     (tmp_path / "garbage.jpg").write_bytes(b"this is not a jpeg")

@@ -102,6 +102,22 @@ def test_eval_command(tmp_path, routed_checkpoint, bundles):
     assert report["summary"]["onnx"]["all"]["psnr"] == pytest.approx(torch_psnr, abs=0.05)
     assert "| torch |" in out.with_suffix(".md").read_text()
     assert Image.open(out.with_name("report_examples.png")).size == (160 * 8, 18 + 160 * 2)
+    assert "paired with several masks" not in out.with_suffix(".md").read_text()  # 3 evaluations of 3 photos
+
+    twin = tmp_path / "other" / routed_checkpoint.name  # two checkpoints with one file name, and a dotted -o
+    twin.parent.mkdir()
+    twin.write_bytes(routed_checkpoint.read_bytes())
+    dotted = tmp_path / "rep" / "my.v2"
+    result = CliRunner().invoke(cli, ["eval", str(routed_checkpoint), str(twin), "--data", str(photos), "--split",
+                                      "all", "--size", "64", "--per-bin", "1", "--no-baselines", "-o", str(dotted),
+                                      "--examples", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in dotted.parent.iterdir()) == ["my.v2.json", "my.v2.md", "my.v2_examples.png"]
+    report = json.loads((dotted.parent / "my.v2.json").read_text())
+    labels = {f"{routed_checkpoint.parent.name}/{routed_checkpoint.stem}", f"other/{routed_checkpoint.stem}"}
+    assert set(report["summary"]) == labels and set(report["setup"]["targets"]) == labels
+    clash = CliRunner().invoke(cli, ["eval", str(routed_checkpoint), "--data", str(photos), "--name", "Telea"])
+    assert clash.exit_code == 2 and "Telea names a baseline" in clash.output
 
 
 def test_eval_without_its_extra_says_what_to_install(tmp_path, routed_checkpoint, monkeypatch):

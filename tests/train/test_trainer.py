@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,14 @@ import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
+from cicm_deploy import CICMWarning
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.cli import cli
 from cicm_deploy.config import preset
 from cicm_deploy.model import complete_regions
 from cicm_deploy.reference import generalize_reference
 from cicm_deploy.train.losses import LossWeights
-from cicm_deploy.train.trainer import PhotoSampler, TrainConfig, Trainer
+from cicm_deploy.train.trainer import PhotoSampler, TrainConfig, Trainer, TrainingStopped
 
 PHOTOS = str(Path(__file__).resolve().parents[2] / "cicm_deploy" / "assets" / "photos")
 
@@ -109,18 +111,81 @@ class StopAt:
         return image, mask
 
 
-def test_interrupt_keeps_the_last_step_and_periodic_checkpoints(tmp_path):
-    trainer = make_trainer(small_config(tmp_path, steps=10, checkpoint_every=2))
-    trainer.train_data = StopAt(trainer.train_data, at=6, error=KeyboardInterrupt)
-    with pytest.raises(KeyboardInterrupt):
+class SignalAt:
+    """Wraps a sampler: at the ``at``-th batch, deliver ``signals`` to this process (mid-step)."""
+
+    def __init__(self, sampler, at: int, *signals: int):
+        self.sampler, self.at, self.signals, self.calls = sampler, at, signals, 0
+
+    def batch(self, rng, size):
+        self.calls += 1
+        if self.calls == self.at:
+            for sig in self.signals:
+                os.kill(os.getpid(), sig)
+        return self.sampler.batch(rng, size)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_finishes_the_step_saves_it_and_resumes_bit_for_bit(tmp_path, sig):
+    straight = make_trainer(small_config(tmp_path / "a", steps=8, checkpoint_every=2))
+    straight.fit(progress=False)
+    trainer = make_trainer(small_config(tmp_path / "b", steps=8, checkpoint_every=2))
+    trainer.train_data = SignalAt(trainer.train_data, 6, sig)  # arrives while step 6 draws its batch
+    with pytest.raises(TrainingStopped) as stopped:
         trainer.fit(progress=False)
     run = Path(trainer.config.out)
-    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_2.pt", "step_4.pt"]
+    assert (stopped.value.signal_name, stopped.value.step, stopped.value.checkpoint) == (sig.name, 6, run / "last.pt")
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_2.pt", "step_4.pt", "step_6.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
     _, data = load_model(run / "last.pt")
-    assert data["step"] == 5  # the five finished steps, not lost to Ctrl-C
-    resumed = make_trainer(small_config(tmp_path, steps=7, checkpoint_every=2), resume=str(run / "last.pt"))
+    assert data["step"] == 6  # the step under way finished, then the run stopped at that boundary
+    resumed = make_trainer(small_config(tmp_path / "b", steps=8, checkpoint_every=2), resume=str(run / "last.pt"))
     resumed.fit(progress=False)
-    assert resumed.step == 7 and (run / "step_6.pt").exists()
+    a, b = state(straight), state(resumed)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_a_crash_saves_no_half_step(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=10, val_every=2))
+    trainer.train_data = SignalAt(trainer.train_data, 5, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        trainer.fit(progress=False)
+    assert not isinstance(interrupted.value, TrainingStopped)
+    _, data = load_model(Path(trainer.config.out) / "last.pt")
+    assert data["step"] == 4  # the last validation's save; the aborted step is not written half-done
+    crashed = make_trainer(small_config(tmp_path / "c", steps=10, val_every=2))
+    crashed.train_data = StopAt(crashed.train_data, at=4, error=MemoryError)
+    with pytest.raises(MemoryError):
+        crashed.fit(progress=False)
+    _, data = load_model(Path(crashed.config.out) / "last.pt")
+    assert data["step"] == 2
+
+
+def test_resume_drops_log_lines_the_lost_steps_wrote_and_applies_new_learning_rates(tmp_path):
+    first = make_trainer(small_config(tmp_path, steps=2))
+    first.fit(progress=False)
+    run = Path(first.config.out)
+    with open(run / "log.jsonl", "a") as handle:  # a run killed after its save logged steps 3, 4 and half a line
+        handle.write('{"step": 3}\n{"step": 4}\n{"step": 5, "inpa')
+    resumed = make_trainer(small_config(tmp_path, steps=3, lr=1e-3, d_lr=5e-4, beta1=0.9), resume=str(run / "last.pt"))
+    assert [g["lr"] for g in resumed.g_opt.param_groups] == [1e-3]
+    assert [g["lr"] for g in resumed.d_opt.param_groups] == [5e-4]
+    assert resumed.g_opt.param_groups[0]["betas"] == (0.9, 0.999)
+    resumed.fit(progress=False)
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_checkpoints_hold_each_ranks_rng_and_older_ones_still_resume(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=2))
+    trainer.fit(progress=False)
+    last = Path(trainer.config.out) / "last.pt"
+    data = torch.load(last, weights_only=False)
+    assert data["trainer"]["version"] == 2 and len(data["trainer"]["rng"]) == 1
+    data["trainer"].update(version=1, rng=data["trainer"]["rng"][0])  # as version 1 wrote it
+    torch.save(data, tmp_path / "v1.pt")
+    one, two = (make_trainer(small_config(tmp_path / n, steps=3), resume=str(p)) for n, p in
+                (("x", last), ("y", tmp_path / "v1.pt")))
+    assert one.rng.bit_generator.state == two.rng.bit_generator.state
 
 
 def test_non_finite_loss_stops_without_overwriting_the_last_good_checkpoint(tmp_path):
@@ -171,6 +236,51 @@ def test_train_cli_resumes(tmp_path):
     assert CliRunner().invoke(cli, ["init", str(untrained), "--preset", "tiny"]).exit_code == 0
     result = CliRunner().invoke(cli, common + ["--out", str(tmp_path / "r2"), "--resume", str(untrained)])  # the last --out counts
     assert result.exit_code == 2 and "has no trainer state" in result.output and "Traceback" not in result.output
+    wider = CliRunner().invoke(cli, common + ["--steps", "4", "--resume", str(out / "last.pt"), "--set", "model.width=32"])
+    assert wider.exit_code == 2 and "holds a model with other model.width" in wider.output
+    paper = CliRunner().invoke(cli, ["train", "--preset", "paper", "--resume", str(out / "last.pt"), "--steps", "4"])
+    assert paper.exit_code == 2 and "a resumed run keeps its checkpoint's model" in paper.output
+
+
+def test_a_resumed_run_continues_in_its_checkpoints_folder(tmp_path):
+    import shutil
+
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    common = ["train", "--preset", "tiny", "--data", PHOTOS, "--set", "train.batch_size=2", "--set", "train.crop=32",
+              "--set", "train.cache_side=96", "--set", "train.val_fraction=0.0", "--set", "train.val_images=0",
+              "--set", "train.checkpoint_every=0", "--set", "train.log_every=1"]
+    assert CliRunner().invoke(cli, common + ["--out", str(first), "--steps", "2"]).exit_code == 0
+    shutil.copytree(first, copy)
+    resumed = CliRunner().invoke(cli, ["train", "--resume", str(copy / "last.pt"), "--steps", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_model(copy / "last.pt")[1]["step"] == 3 and load_model(first / "last.pt")[1]["step"] == 2
+    killed = tmp_path / "killed"  # a run killed before its first save leaves a log and no checkpoint
+    killed.mkdir()
+    (killed / "log.jsonl").write_text('{"step": 1}\n')
+    again = CliRunner().invoke(cli, common + ["--out", str(killed), "--steps", "2"])
+    assert again.exit_code == 2 and "holds the log of a run that saved no checkpoint" in again.output
+
+
+def test_train_cli_reports_stops_and_divergence_in_one_line(tmp_path, monkeypatch):
+    import cicm_deploy.train.run as run
+
+    args = ["train", "--preset", "tiny", "--data", PHOTOS, "--out", str(tmp_path / "r"), "--steps", "50"]
+
+    def stopped(*a, **k):
+        raise TrainingStopped("SIGINT", 12, tmp_path / "r" / "last.pt")
+
+    monkeypatch.setattr(run, "run_training", stopped)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130
+    assert (f"stopped by SIGINT; last.pt holds step 12; continue with: cicm-deploy train --resume "
+            f"{tmp_path / 'r' / 'last.pt'} --steps 50") in result.output
+
+    def diverged(*a, **k):
+        raise FloatingPointError("non-finite values at step 3 (inpaint)")
+
+    monkeypatch.setattr(run, "run_training", diverged)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and result.output.strip() == "Error: non-finite values at step 3 (inpaint)"
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -205,6 +315,39 @@ def test_ddp_ranks_hold_identical_parameters_and_memory(tmp_path):
                            torch.load(tmp_path / "batch1.pt", weights_only=True))
 
 
+def _ddp_resume_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import pickle
+
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = small_config(Path(out_dir), steps=2)
+        trainer = make_trainer(config)
+        trainer.fit(progress=False)  # its last step saves last.pt: a collective, rank 0 writes
+        dist.barrier()
+        resumed = make_trainer(small_config(Path(out_dir), steps=4), resume=str(Path(config.out) / "last.pt"))
+        states = (trainer.rng.bit_generator.state, resumed.rng.bit_generator.state)
+        (Path(out_dir) / f"rng{rank}.pkl").write_bytes(pickle.dumps(states))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_resume_gives_each_rank_its_own_rng_back(tmp_path):
+    import pickle
+
+    mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    (run0, resumed0), (run1, resumed1) = (pickle.loads((tmp_path / f"rng{r}.pkl").read_bytes()) for r in (0, 1))
+    assert resumed0 == run0 and resumed1 == run1 and run0 != run1
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["trainer"]
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    with pytest.warns(CICMWarning, match="written by 2 process\\(es\\) and this run has 1: .* not bit for bit"):
+        make_trainer(small_config(tmp_path, steps=4), resume=str(tmp_path / "run" / "last.pt"))
+
+
 def test_train_cli_end_to_end_and_config(tmp_path):
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"train": {"batch_size": 2, "crop": 32, "cache_side": 96, "val_every": 2,
@@ -224,6 +367,15 @@ def test_train_cli_end_to_end_and_config(tmp_path):
     assert memory == {**tiny, "num_sets": 5}
     bad = CliRunner().invoke(cli, ["train", "--set", "model.memory.sets=3"])
     assert bad.exit_code == 2 and "unknown setting 'sets'" in bad.output
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"trian": {"steps": 5}}))
+    bad = CliRunner().invoke(cli, ["train", "--config", str(typo), "--print-config"])
+    assert bad.exit_code == 2 and "unknown section(s) 'trian'" in bad.output
+    typo.write_text(json.dumps({"model": {"nosuch": 1}}))
+    bad = CliRunner().invoke(cli, ["train", "--config", str(typo), "--print-config"])
+    assert bad.exit_code == 2 and f"--config {typo}: model.nosuch: unknown setting 'nosuch'" in bad.output
+    bad = CliRunner().invoke(cli, ["train", "--set", "train.weights.adversarial=abc", "--print-config"])
+    assert bad.exit_code == 2 and "train.weights.adversarial = 'abc': expected a finite number >= 0" in bad.output
     nodata = CliRunner().invoke(cli, ["train", "--steps", "1"])
     assert nodata.exit_code == 2 and "no training data" in nodata.output
     missing = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "none"), "--steps", "1", "--out", str(out)])
