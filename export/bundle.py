@@ -99,6 +99,13 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
                   batch: int | None = None, check: bool = True, force: bool = False,
                   progress: Callable[[str], None] = lambda message: None) -> ExportResult:
     output = Path(output)
+    target = output.resolve()
+    if target == Path.cwd() or target in Path.cwd().parents:  # the bundle replaces OUTPUT as a whole
+        raise ExportError(f"{output} holds the current directory, which the bundle would replace; choose another "
+                          "-o (e.g. -o model_bundle)")
+    if Path(checkpoint).resolve().is_relative_to(target):
+        raise ExportError(f"{output} holds the checkpoint {checkpoint}, which replacing it would delete; choose "
+                          "another -o")
     if output.exists() and not force:
         raise ExportError(f"{output} exists; pass --force to replace it or choose another directory")
     progress("loading checkpoint")
@@ -160,8 +167,8 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
     }
 
     progress("writing the bundle")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # beside, never inside, OUTPUT
     try:
         onnx.save_model(proto, str(staging / MODEL_FILE), save_as_external_data=False)
         np.savez_compressed(staging / PARITY_FILE, **arrays)

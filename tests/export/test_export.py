@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -259,10 +260,22 @@ def test_bad_options(routed_checkpoint, tmp_path, kwargs, message):
         export_bundle(routed_checkpoint, tmp_path / "b", **kwargs)
 
 
-def test_existing_output_needs_force(routed_checkpoint, tmp_path):
+def test_existing_output_needs_force(routed_checkpoint, tmp_path, monkeypatch):
     (tmp_path / "b").mkdir()
     with pytest.raises(ExportError, match="pass --force"):
         export_bundle(routed_checkpoint, tmp_path / "b")
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "b")
+    for target in (".", tmp_path):  # --force would replace the folder the user stands in
+        with pytest.raises(ExportError, match="holds the current directory"):
+            export_bundle(routed_checkpoint, target, force=True)
+    project = tmp_path / "project"
+    project.mkdir()
+    inside = project / "model.pt"
+    inside.write_bytes(Path(routed_checkpoint).read_bytes())
+    with pytest.raises(ExportError, match="holds the checkpoint"):
+        export_bundle(inside, project, force=True)
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine" and inside.exists()
 
 
 @pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull", "harmonic"])
