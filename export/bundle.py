@@ -26,7 +26,8 @@ import onnx
 from cicm_deploy import __version__
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.custom_op import CICM_AUGMENT
-from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, sha256_file)
+from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
+                                         sha256_file)
 
 from .fp16 import FP16_MAX, convert_to_mixed_fp16, largest_magnitudes, precision_report
 from .goldens import PIXELS_PER_CALL, make_goldens, plan_sets
@@ -34,12 +35,6 @@ from .onnx_export import MAX_IR_VERSION, export_onnx, ops_outside_tensorrt
 from .plugin_rewrite import check_plugin_compatible, rewrite_to_plugin
 
 ROUTINGS = ("onnx", "plugin")
-TOLERANCES = {
-    "fp32": {"inpainted_max_abs": 1e-4, "route_agreement": 1.0},
-    # FP16 is judged on images (DESIGN §3); mean abs <= 10^(-45/20) follows from PSNR >= 45 dB
-    # and is what Polygraphy's comparator checks alongside.
-    "fp16": {"psnr_db": 45.0, "inpainted_mean_abs": 10 ** (-45 / 20), "route_agreement": 0.999},
-}
 
 
 class ExportError(ValueError):

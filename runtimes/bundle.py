@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,19 @@ BUNDLE_FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 PARITY_FILE = "parity.npz"
+
+# The parity contract (DESIGN §3). The exporter writes these into every manifest; a manifest may
+# hold tighter ones, never looser (parity would otherwise pass what the contract fails).
+TOLERANCES = {
+    "fp32": {"inpainted_max_abs": 1e-4, "route_agreement": 1.0},
+    # FP16 is judged on images (DESIGN §3); mean abs <= 10^(-45/20) follows from PSNR >= 45 dB
+    # and is what Polygraphy's comparator checks alongside.
+    "fp16": {"psnr_db": 45.0, "inpainted_mean_abs": 10 ** (-45 / 20), "route_agreement": 0.999},
+}
+HIGHER_IS_STRICTER = ("psnr_db", "route_agreement")
+INPUT_NAMES = ("image", "mask")
+OUTPUT_NAMES = ("inpainted", "route")
+DTYPES = ("float32", "float16", "int32", "int64")
 
 
 class BundleError(ValueError):
@@ -94,20 +109,28 @@ class Bundle:
         return dict(self.manifest["tolerances"])
 
     def goldens(self) -> list[GoldenSet]:
-        """The parity inputs and reference outputs, one batch per set."""
+        """The parity inputs and reference outputs, one batch per set, as the manifest lists them."""
+        unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)
         try:
             data = np.load(self.parity_path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except unreadable as exc:
             raise BundleError(f"{self.parity_path} cannot be read as an npz archive ({exc})") from None
         sets = []
         with data:
-            for name in self.manifest["parity"]["sets"]:
+            for name, shape in zip(self.manifest["parity"]["sets"], self.manifest["parity"]["shapes"]):
                 try:
                     route = data[f"{name}.route"] if f"{name}.route" in data.files else None
-                    sets.append(GoldenSet(name, data[f"{name}.image"], data[f"{name}.mask"],
-                                          data[f"{name}.inpainted"], route, [str(b) for b in data[f"{name}.bins"]]))
+                    golden = GoldenSet(name, data[f"{name}.image"], data[f"{name}.mask"], data[f"{name}.inpainted"],
+                                       route, [str(b) for b in data[f"{name}.bins"]])
                 except KeyError as exc:
                     raise BundleError(f"{self.parity_path} lacks {exc}; re-export the bundle") from None
+                except unreadable as exc:
+                    raise BundleError(f"{self.parity_path} cannot be read ({exc}); re-export the bundle") from None
+                listed = (shape["count"], 3, shape["height"], shape["width"])
+                if golden.image.shape != listed or golden.inpainted.shape != listed:
+                    raise BundleError(f"{self.parity_path} set {name} holds images {list(golden.image.shape)}, the "
+                                      f"manifest lists {list(listed)}; re-export the bundle")
+                sets.append(golden)
         return sets
 
 
@@ -156,34 +179,51 @@ def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     return Bundle(path, manifest)
 
 
-TOLERANCE_KEYS = {"fp32": ("inpainted_max_abs",), "fp16": ("psnr_db", "inpainted_mean_abs")}
-
-
 def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is wrong with the values of a manifest that has every field, or None."""
     def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
     precision, routing, stride = manifest["precision"], manifest["routing"], manifest["stride"]
-    if precision not in TOLERANCE_KEYS:
-        return f"precision {precision!r} is not one of {', '.join(TOLERANCE_KEYS)}"
+    if precision not in TOLERANCES:
+        return f"precision {precision!r} is not one of {', '.join(TOLERANCES)}"
     if routing not in ("onnx", "plugin"):
         return f"routing {routing!r} is not one of onnx, plugin"
-    if not (isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1):
+    if not count(stride):
         return f"stride {stride!r} is not a positive integer"
-    for key in ("inputs", "outputs"):
+    for key, names, rank in (("inputs", INPUT_NAMES, (4,)), ("outputs", OUTPUT_NAMES, (4, 3))):
         entries = manifest[key]
-        if not (isinstance(entries, list) and entries and all(isinstance(e, dict) and "name" in e for e in entries)):
-            return f"{key} is {entries!r}, expected a list of {{\"name\": ...}} entries"
+        if not (isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries)):
+            return f"{key} is {entries!r}, expected a list of {{\"name\", \"dtype\", \"shape\"}} entries"
+        for entry in entries:
+            shape = entry.get("shape")
+            if (entry.get("name") not in names or entry.get("dtype") not in DTYPES or not isinstance(shape, list)
+                    or len(shape) not in rank or not all(isinstance(d, str) or count(d) for d in shape)):
+                return f"{key} entry {entry!r} is not one of {', '.join(names)} with a known dtype and shape"
+    if [e["name"] for e in manifest["inputs"]] != list(INPUT_NAMES) or manifest["outputs"][0]["name"] != "inpainted":
+        return "inputs must be image and mask, and the first output inpainted"
     tolerances = manifest["tolerances"]
-    needed = TOLERANCE_KEYS[precision] + (("route_agreement",) if any(o["name"] == "route" for o in manifest["outputs"]) else ())
-    if not isinstance(tolerances, dict) or not all(number(tolerances.get(k)) for k in needed):
-        return f"tolerances {tolerances!r} lack numeric {', '.join(needed)} for a {precision} bundle"
+    contract = {k: v for k, v in TOLERANCES[precision].items()
+                if k != "route_agreement" or any(o["name"] == "route" for o in manifest["outputs"])}
+    if not isinstance(tolerances, dict) or not all(number(tolerances.get(k)) for k in contract):
+        return f"tolerances {tolerances!r} lack numeric {', '.join(contract)} for a {precision} bundle"
+    looser = [k for k, v in contract.items()
+              if (tolerances[k] < v if k in HIGHER_IS_STRICTER else tolerances[k] > v)]
+    if looser:
+        return f"tolerances {', '.join(f'{k} {tolerances[k]!r}' for k in looser)} are looser than the contract's " \
+               f"({', '.join(f'{k} {contract[k]:g}' for k in looser)})"
     files, parity = manifest["files"], manifest["parity"]
-    if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
-        return "files is not a map of file names to sha256 digests"
-    if not (isinstance(parity, dict) and isinstance(parity.get("sets"), list) and isinstance(parity.get("shapes"), list)):
-        return "parity lacks its sets and shapes"
+    if not (isinstance(files, dict) and sorted(files) == sorted((MODEL_FILE, PARITY_FILE))
+            and all(isinstance(v, str) and len(v) == 64 for v in files.values())):
+        return f"files must give the sha256 of {MODEL_FILE} and {PARITY_FILE}"
+    sets, shapes = (parity.get("sets"), parity.get("shapes")) if isinstance(parity, dict) else (None, None)
+    if not (isinstance(sets, list) and sets and all(isinstance(n, str) for n in sets) and isinstance(shapes, list)
+            and len(shapes) == len(sets)
+            and all(isinstance(g, dict) and all(count(g.get(k)) for k in ("count", "height", "width")) for g in shapes)):
+        return "parity must list its golden sets and, for each, a count, height and width"
     return None
 
 

@@ -15,7 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .base import BackendUnavailableError, Runtime
-from .bundle import Bundle, open_bundle
+from .bundle import Bundle, BundleError, open_bundle
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
+             "tensor(int64)": "int64"}
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -86,6 +89,7 @@ class OnnxRuntimeBackend(Runtime):
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BackendUnavailableError(f"onnxruntime could not load {self.bundle.model_path}: "
                                           f"{str(exc).splitlines()[0]}") from None
+        self._check_graph_matches_manifest()
         running = self.session.get_providers()
         if self.requested_providers and running[0] != self.requested_providers[0]:
             self.session = None  # asked for explicitly: falling back would report the wrong device
@@ -93,12 +97,33 @@ class OnnxRuntimeBackend(Runtime):
                 f"onnxruntime could not start {self.requested_providers[0]} here and fell back to {running[0]} "
                 "(its warnings above say why); leave out --provider to use what this machine has")
 
+    def _check_graph_matches_manifest(self) -> None:
+        """The graph's inputs and outputs (names, types, ranks) are the manifest's: a model.onnx swapped
+        in with a re-computed hash, or a hand-edited manifest, is refused before it runs."""
+        def described(values: Any) -> list[tuple[str, str, int]]:
+            return [(v.name, ORT_TYPES.get(v.type, v.type), len(v.shape)) for v in values]
+
+        manifest = self.bundle.manifest
+        for kind, graph in (("inputs", self.session.get_inputs()), ("outputs", self.session.get_outputs())):
+            listed = [(e["name"], e["dtype"], len(e["shape"])) for e in manifest[kind]]
+            if described(graph) != listed:
+                self.session = None
+                raise BundleError(f"{self.bundle.model_path} has {kind} {described(graph)} (name, dtype, rank), its "
+                                  f"manifest lists {listed}; re-export the bundle")
+
     def _close(self) -> None:
         self.session = None
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feeds)))
+        try:
+            return dict(zip(names, self.session.run(names, feeds)))
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime's own Fail/InvalidArgument types, after check_feeds passed
+            shape = "x".join(map(str, feeds["image"].shape))
+            raise BundleError(f"onnxruntime could not run {self.bundle.model_path} on a {shape} image: "
+                              f"{str(exc).strip().splitlines()[0]}") from None
 
     def describe(self) -> dict[str, Any]:
         ort = _import_onnxruntime()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,14 @@ def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkey
     ("routing", "routing 'bogus' is not one of onnx, plugin"),
     ("inputs", "inputs is \\[\\], expected a list"),
     ("not-a-bundle", "has no format_version"),
+    ("no-hashes", "files must give the sha256 of model.onnx and parity.npz"),
+    ("loose", "tolerances inpainted_max_abs 1.0 are looser than the contract's \\(inpainted_max_abs 0.0001\\)"),
+    ("nan-tolerance", "lack numeric inpainted_max_abs"),
+    ("dtype", "inputs entry .*'floaty'.* is not one of image, mask with a known dtype and shape"),
+    ("no-shape", "inputs entry .* is not one of image, mask with a known dtype and shape"),
+    ("renamed-output", "outputs entry .*'out'.* is not one of inpainted, route"),
+    ("golden-shapes", "parity must list its golden sets and, for each, a count, height and width"),
+    ("no-golden-sets", "parity must list its golden sets"),
 ])
 def test_bundle_errors(bundles, tmp_path, damage, message):
     path = copy_bundle(bundles, tmp_path)
@@ -140,17 +149,70 @@ def test_bundle_errors(bundles, tmp_path, damage, message):
         rewrite_manifest(path, inputs=[])
     elif damage == "not-a-bundle":
         (path / "manifest.json").write_text(json.dumps({"photos": 168}))
+    elif damage in ("no-hashes", "loose", "nan-tolerance", "dtype", "no-shape", "renamed-output", "golden-shapes",
+                    "no-golden-sets"):
+        manifest = json.loads((path / "manifest.json").read_text())
+        if damage == "no-hashes":
+            manifest["files"] = {}
+        elif damage in ("loose", "nan-tolerance"):
+            manifest["tolerances"]["inpainted_max_abs"] = 1.0 if damage == "loose" else float("nan")
+        elif damage == "dtype":
+            manifest["inputs"][0]["dtype"] = "floaty"
+        elif damage == "no-shape":
+            del manifest["inputs"][0]["shape"]
+        elif damage == "renamed-output":
+            manifest["outputs"][0]["name"] = "out"
+        elif damage == "golden-shapes":
+            manifest["parity"]["shapes"] = [{"count": 1}]
+        else:
+            manifest["parity"]["sets"] = []
+        (path / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "checkpoint":
         path = tmp_path / "model.pt"
         path.write_bytes(b"not really a checkpoint")
     with pytest.raises(BundleError, match=message):
         open_bundle(path)
     result = CliRunner().invoke(cli, ["parity", str(path)])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and message.replace("\\", "") in result.output, \
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and re.search(message, result.output), \
         result.output
     if damage in ("file", "checkpoint"):  # says what the file is and what to pass instead
         assert ("an ONNX model" if damage == "file" else "a PyTorch checkpoint") in result.output
         assert "pass the bundle directory" in result.output
+
+
+def test_a_graph_or_goldens_that_disagree_with_the_manifest_are_refused(bundles, tmp_path):
+    path = copy_bundle(bundles, tmp_path)
+    shutil.copy(bundles("fp16", "onnx").path / "model.onnx", path / "model.onnx")  # swapped, hash re-computed
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = sha256_file(path / "model.onnx")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    open_bundle(path)  # the hash holds; the graph's own inputs do not match what the manifest lists
+    manifest["inputs"][0]["dtype"] = "float16"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code == 2 and "has inputs [('image', 'float32', 4)" in result.output and "re-export" in result.output
+
+    wrong = copy_bundle(bundles, tmp_path / "wrong")
+    with np.load(wrong / "parity.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["s0.image"] = arrays["s0.image"][:, :, :64]  # goldens of another size than the manifest lists
+    np.savez_compressed(wrong / "parity.npz", **arrays)
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    manifest["files"]["parity.npz"] = sha256_file(wrong / "parity.npz")
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="set s0 holds images .* the manifest lists"):
+        open_bundle(wrong).goldens()
+    (wrong / "parity.npz").write_bytes((wrong / "parity.npz").read_bytes()[:300])  # truncated, hash updated
+    manifest["files"]["parity.npz"] = sha256_file(wrong / "parity.npz")
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="cannot be read as an npz archive"):
+        open_bundle(wrong).goldens()
+
+    strided = copy_bundle(bundles, tmp_path / "strided")
+    rewrite_manifest(strided, stride=4)  # a stride the graph does not have: onnxruntime fails, in one line
+    with OnnxRuntimeBackend(strided) as runtime:
+        with pytest.raises(BundleError, match="onnxruntime could not run .*model.onnx on a 1x3x20x20 image: "):
+            runtime.run({"image": np.zeros((1, 3, 20, 20), np.float32), "mask": np.zeros((1, 1, 20, 20), np.float32)})
 
 
 def test_parity_fails_when_outputs_drift(bundles, tmp_path):
