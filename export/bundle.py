@@ -29,7 +29,8 @@ from cicm_deploy.custom_op import CICM_AUGMENT
 from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
                                          sha256_file)
 
-from .fp16 import FP16_MAX, convert_to_mixed_fp16, largest_magnitudes, precision_report
+from .fp16 import (FP16_MAX, constant_computations, convert_to_mixed_fp16, half_tensors, largest_magnitudes,
+                   precision_report)
 from .goldens import PIXELS_PER_CALL, make_goldens, plan_sets
 from .onnx_export import MAX_IR_VERSION, export_onnx, ops_outside_tensorrt
 from .plugin_rewrite import check_plugin_compatible, rewrite_to_plugin
@@ -118,7 +119,11 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
     probe = max(batch or 1, PIXELS_PER_CALL // 4 // pixels)  # the probe keeps every activation: fewer images
     feeds = {"image": arrays[f"{first}.image"][:probe], "mask": arrays[f"{first}.mask"][:probe]}
     progress("measuring the largest intermediates")
-    peaks = largest_magnitudes(fp32_proto, feeds)
+    every_peak = largest_magnitudes(fp32_proto, feeds, top=None)
+    peaks = every_peak[:5]
+    half = half_tensors(fp32_proto, levels) if fp16 else set()
+    half_peaks = [(name, value) for name, value in every_peak if name in half][:5]
+    constant_nodes = constant_computations(fp32_proto) if fp16 else set()
 
     proto = fp32_proto
     if fp16:
@@ -153,9 +158,14 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
         "tolerances": TOLERANCES["fp16" if fp16 else "fp32"],
         "ops_outside_tensorrt_parser": ops_outside_tensorrt(proto, frozenset({CICM_AUGMENT.name})),
         "precision_map": {"conv_fp16": len(convs["float16"]), "conv_fp32": len(convs["float32"]),
-                          "fp32_blocks": ["memory (routing, softmax, weighted sum)", "composite"] if fp16 else []},
+                          "fp32_blocks": (["memory (routing, softmax, weighted sum)", "composite"]
+                                          + [f"{len(constant_nodes)} computations on constants only (a fixed shape's "
+                                             "neighbour counts, folded when the graph loads)"] * bool(constant_nodes)
+                                          if fp16 else [])},
         "largest_fp32_intermediates": [{"tensor": name, "max_abs": value, "fp16_headroom": FP16_MAX / max(value, 1e-30)}
                                        for name, value in peaks],
+        **({"largest_fp16_tensors": [{"tensor": name, "max_abs": value, "fp16_headroom": FP16_MAX / max(value, 1e-30)}
+                                     for name, value in half_peaks]} if fp16 else {}),
         "parity": {"sets": set_names, "images": int(sum(count for _, _, count in sets)),
                    "shapes": [{"count": c, "height": h, "width": w} for h, w, c in sets], "export_check": None},
         "versions": _versions(),

@@ -58,9 +58,12 @@ def export(checkpoint: Path, output: Path | None, fp16: bool, routing: str, opse
     result = user_errors(run)
     manifest = result.manifest
     peak = manifest["largest_fp32_intermediates"][0]
+    half = (manifest.get("largest_fp16_tensors") or [None])[0]
     click.echo(f"wrote {result.path}: {manifest['precision']}, routing {manifest['routing']}, opset "
                f"{manifest['opset']}, stride {manifest['stride']}; largest FP32 intermediate "
-               f"{peak['max_abs']:.3g} ({peak['tensor']})")
+               f"{peak['max_abs']:.3g} ({peak['tensor']})"
+               + (f"; largest tensor held in FP16 {half['max_abs']:.3g} ({half['tensor']}, headroom "
+                  f"{half['fp16_headroom']:.0f}x)" if half else ""))
     if result.parity is not None:
         for line in result.parity.lines():
             click.echo(line)

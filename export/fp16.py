@@ -32,7 +32,8 @@ FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2)}
 
 
 def fp32_node_names(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
-    """Nodes that stay FP32: every memory node and the node producing the composite."""
+    """Nodes that stay FP32: every memory node, the node producing the composite, and the
+    computations on constants only (``constant_computations``)."""
     scopes = tuple(memory_scope(level) for level in levels)
     keep = {n.name for n in proto.graph.node if n.name.startswith(scopes) or n.op_type == CICM_AUGMENT.name}
     producers = {out: n for n in proto.graph.node for out in n.output}
@@ -41,7 +42,27 @@ def fp32_node_names(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
         composite = producers.get(composite.input[0])
     if composite is not None and composite.op_type == "Where":
         keep.add(composite.name)
-    return keep
+    return keep | constant_computations(proto)
+
+
+def constant_computations(proto: onnx.ModelProto) -> set[str]:
+    """Names of the nodes that compute on constants only: in a fixed-shape graph, the hole fill's
+    neighbour counts (a Conv over a constant ones tensor, its shape from Shape of a static input).
+    They stay FP32: runtimes fold them when the graph loads, and onnxruntime's CPU provider has no
+    FP16 Conv or Add to fold them with (one warning per node, on every load)."""
+    inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph  # data_prop: through Shape/Slice
+    static = {v.name for v in [*inferred.value_info, *inferred.input]
+              if v.type.tensor_type.HasField("shape")
+              and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+    constant = {init.name for init in proto.graph.initializer}
+    names = set()
+    for node in proto.graph.node:  # topological order
+        if (node.op_type == "Constant" or (node.op_type == "Shape" and node.input[0] in static)
+                or all(name in constant for name in node.input if name)):
+            constant.update(node.output)
+            if node.op_type != "Constant":
+                names.add(node.name)
+    return names
 
 
 def convert_to_mixed_fp16(proto: onnx.ModelProto, levels: list[str]) -> onnx.ModelProto:
@@ -177,9 +198,11 @@ def precision_report(proto: onnx.ModelProto) -> dict[str, list[str]]:
     return report
 
 
-def largest_magnitudes(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], top: int = 5) -> list[tuple[str, float]]:
+def largest_magnitudes(proto: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                       top: int | None = 5) -> list[tuple[str, float]]:
     """Run the FP32 graph with every float activation exposed; the largest |values| among the
-    activations and weights, by tensor (what an FP16 engine would have to hold)."""
+    activations and weights, by tensor (what an FP16 engine would have to hold); all when ``top``
+    is None."""
     import onnxruntime as ort
 
     probe = onnx.shape_inference.infer_shapes(proto)
@@ -197,3 +220,9 @@ def largest_magnitudes(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], top
         if array.dtype == np.float32 and array.size >= 16:
             peaks[init.name] = max(peaks.get(init.name, 0.0), float(np.abs(array).max()))
     return sorted(peaks.items(), key=lambda item: -item[1])[:top]
+
+
+def half_tensors(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
+    """The tensors a mixed FP16 graph made from ``proto`` holds in FP16: what FP16 nodes read or write."""
+    keep = fp32_node_names(proto, levels)
+    return {name for node in proto.graph.node if node.name not in keep for name in [*node.input, *node.output]}

@@ -113,6 +113,27 @@ def test_fp16_graph_types(bundles, routing):
     assert composite and all(types.get(i, TensorProto.FLOAT) != TensorProto.FLOAT16 for i in composite[-1].input)
 
 
+def test_a_fixed_shape_fp16_bundle_keeps_its_constant_computations_fp32(tmp_path):
+    """--static with --batch makes the harmonic fill's neighbour counts constants: they stay FP32, so
+    onnxruntime folds them at load instead of warning that it has no FP16 Conv to fold with."""
+    import subprocess
+    import sys
+
+    ckpt = save_checkpoint(tmp_path / "h.pt", UNetCICM(preset("tiny").replace(hole_fill="harmonic", output="residual")))
+    result = export_bundle(ckpt, tmp_path / "b", fp16=True, static_hw=(40, 56), batch=2, check=False)
+    precision = result.manifest["precision_map"]
+    assert precision["conv_fp32"] > 0 and "computations on constants only" in precision["fp32_blocks"][-1]
+    held = result.manifest["largest_fp16_tensors"]
+    assert held and all(entry["fp16_headroom"] > 1 for entry in held)
+    assert not any(entry["tensor"].startswith("/model/memories.") for entry in held)  # those run in FP32
+    script = ("import numpy as np; from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend; "
+              f"r = OnnxRuntimeBackend({str(result.path)!r}).load(); "
+              "r.run({'image': np.zeros((2, 3, 40, 56), np.float32), 'mask': np.zeros((2, 1, 40, 56), np.float32)})")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "constant fold" not in done.stderr, done.stderr
+
+
 def test_fp16_keeps_known_pixels_exact(bundles):
     with OnnxRuntimeBackend(bundles("fp16", "onnx").path) as runtime:
         g = runtime.bundle.goldens()[0]
