@@ -127,6 +127,9 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
     if plugin is not None and engine is None:
         raise UserError("--plugin goes with --engine: a TensorRT engine loads the plugin library; bundles and "
                         "checkpoints do not use it")
+    if device != "auto" and checkpoint is None:
+        raise UserError(f"--device {device} goes with --checkpoint (PyTorch); a bundle runs on onnxruntime's best "
+                        "provider and an engine on the GPU it was built for")
     if checkpoint is not None:
         require_torch("inpaint --checkpoint")
 

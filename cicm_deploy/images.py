@@ -93,8 +93,10 @@ def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
         image = image.convert("RGBA" if mode != "LA" else "LA")
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 255:
-            share = float((alpha < 255).mean()) * 100
-            raise ImageError(f"{what} has transparency ({mode}, {share:.1f}% of pixels not opaque); expected an "
+            count = int((alpha < 255).sum())
+            share = f"{100 * count / alpha.size:.1f}% of pixels" if count * 1000 >= alpha.size else \
+                f"{count} pixel{'s' * (count > 1)}"
+            raise ImageError(f"{what} has transparency ({mode}, {share} not opaque); expected an "
                              "opaque RGB image: flatten it onto a background, or pass the transparent area as the mask")
         return np.asarray(image.convert("RGB")).copy()
     raise ImageError(f"{what} has mode {mode} (e.g. a float image); expected an 8- or 16-bit RGB or grayscale image")

@@ -129,6 +129,11 @@ class Runtime(ABC):
         if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
             raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
                                     "height and width must match")
+        mask = feeds["mask"]
+        odd = (mask != 0) & (mask != 1)
+        if odd.any():
+            raise RuntimeInputError(f"input 'mask' holds values other than 0 and 1 (e.g. {float(mask[odd][0]):g}); "
+                                    "the graph expects 1 = hole, 0 = keep (divide a 0/255 mask by 255)")
         low, high = float(feeds["image"].min()), float(feeds["image"].max())
         if low < 0.0 or high > 1.0:
             raise RuntimeInputError(f"input 'image' holds values from {low:g} to {high:g}; the graph expects [0, 1] "

@@ -28,6 +28,8 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
     stride. Writes every graph output (`inpainted`, `route`) to OUTPUT.
     """
     def go() -> None:
+        import zipfile
+
         import numpy as np
 
         from cicm_deploy.runtimes.factory import open_runtime
@@ -40,11 +42,14 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
                 raise ValueError("it holds one array, not named inputs")
             with data:
                 feeds = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if not inputs.exists():
                 raise UserError(f"{inputs} does not exist") from None
+            why = str(exc).split(" when ")[0]
+            if why.startswith("Cannot load file containing pickled data"):  # numpy's guess for unknown bytes
+                why = "its bytes are neither an npz archive nor a numpy array"
             raise UserError(f"{inputs} is not an npz archive of graph inputs (numpy.savez with `image` and `mask`): "
-                            f"{str(exc).split(' when ')[0]}") from None
+                            f"{why}") from None
         with open_runtime(bundle, plugin=plugin, providers=providers) as runtime:
             outputs = runtime.run(feeds)
             device = runtime.describe()["device"]

@@ -88,6 +88,7 @@ def test_installed_console_script(tmp_path, files, checkpoint):
     ("bad-device", "no CUDA GPU|Invalid device|Expected one of"),
     ("unknown-device", "device 'bogus' is not one of auto, cpu, cuda, cuda:N"),
     ("plugin-without-engine", "--plugin goes with --engine"),
+    ("device-with-bundle", "--device cpu goes with --checkpoint"),
     ("engine-is-a-bundle", "is a directory \\(a bundle\\?\\); run bundles with --bundle"),
     ("bundle-is-a-file", "a bundle is the directory `cicm-deploy export` writes"),
 ])
@@ -115,9 +116,13 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
         extra = ["--device", "bogus"]
     elif case == "plugin-without-engine":
         extra = ["--plugin", str(tmp_path / "lib.so")]
+    elif case == "device-with-bundle":
+        extra = ["--device", "cpu"]
     model = ["--checkpoint", ckpt]
     if case == "engine-is-a-bundle":
         model = ["--engine", tmp_path]
+    elif case == "device-with-bundle":
+        model = ["--bundle", tmp_path]
     elif case == "bundle-is-a-file":
         model = ["--bundle", ckpt]
     result = run("inpaint", image, mask, "-o", out, *model, *extra)

@@ -51,7 +51,7 @@ def test_opaque_rgba_is_accepted_transparent_refused(tmp_path, photo):
     rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
     assert np.array_equal(load_image(write(tmp_path, "o.png", Image.fromarray(rgba, "RGBA"))), photo)
     rgba[0, 0, 3] = 10
-    with pytest.raises(ImageError, match=r"has transparency \(RGBA, .*flatten it"):
+    with pytest.raises(ImageError, match=r"has transparency \(RGBA, 1 pixel not opaque\).*flatten it"):
         load_image(write(tmp_path, "t.png", Image.fromarray(rgba, "RGBA")))
 
 

@@ -66,6 +66,10 @@ def test_infer_batch_matches_single_calls(bundles, photo, hole):
      r"input 'image' has shape \[1, 3, 0, 0\]; every axis needs at least 1"),
     ({"image": np.full((1, 3, 16, 16), 200, np.float32), "mask": np.zeros((1, 1, 16, 16), np.float32)},
      r"input 'image' holds values from 200 to 200; the graph expects \[0, 1\] \(divide 8-bit pixels by 255\)"),
+    ({"image": np.zeros((1, 3, 16, 16), np.float32), "mask": np.full((1, 1, 16, 16), 255, np.float32)},
+     r"input 'mask' holds values other than 0 and 1 \(e.g. 255\); .* \(divide a 0/255 mask by 255\)"),
+    ({"image": np.zeros((1, 3, 16, 16), np.float32), "mask": np.full((1, 1, 16, 16), 0.5, np.float32)},
+     r"input 'mask' holds values other than 0 and 1 \(e.g. 0.5\)"),
 ])
 def test_input_checks_quote_both_sides(bundles, feeds, message):
     runtime = OnnxRuntimeBackend(bundles("fp32", "onnx").path)
@@ -283,6 +287,12 @@ def test_run_command_reads_and_writes_npz(bundles, tmp_path):
     assert bad.exit_code == 2 and "the graph expects ['image', 'mask']" in bad.output
     np.save(tmp_path / "plain.npy", golden.image)  # one bare array, not named inputs
     bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "plain.npy")])
+    assert bad.exit_code == 2 and "is not an npz archive of graph inputs" in bad.output and "Traceback" not in bad.output
+    (tmp_path / "text.npz").write_text("image,mask\n")
+    bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "text.npz")])
+    assert bad.exit_code == 2 and "its bytes are neither an npz archive nor a numpy array" in bad.output
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "in.npz").read_bytes()[:200])
+    bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "cut.npz")])
     assert bad.exit_code == 2 and "is not an npz archive of graph inputs" in bad.output and "Traceback" not in bad.output
     bad = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.bin")])
     assert bad.exit_code == 2 and "give a path ending in .npz" in bad.output and not list(tmp_path.glob("o.bin*"))
