@@ -194,6 +194,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return f"routing {routing!r} is not one of onnx, plugin"
     if not count(stride):
         return f"stride {stride!r} is not a positive integer"
+    custom_ops = manifest.get("custom_ops", [])
+    if not isinstance(custom_ops, list) or bool(custom_ops) != (routing == "plugin"):
+        return f"routing {routing!r} with custom_ops {custom_ops!r} (plugin routing has the CICMAugment op, onnx none)"
     for key, names, rank in (("inputs", INPUT_NAMES, (4,)), ("outputs", OUTPUT_NAMES, (4, 3))):
         entries = manifest[key]
         if not (isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries)):

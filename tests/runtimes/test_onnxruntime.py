@@ -120,6 +120,7 @@ def test_plugin_bundle_without_reference_op_says_what_to_install(bundles, monkey
     ("renamed-output", "outputs entry .*'out'.* is not one of inpainted, route"),
     ("golden-shapes", "parity must list its golden sets and, for each, a count, height and width"),
     ("no-golden-sets", "parity must list its golden sets"),
+    ("plugin-routing", "routing 'plugin' with custom_ops \\[\\]"),
 ])
 def test_bundle_errors(bundles, tmp_path, damage, message):
     path = copy_bundle(bundles, tmp_path)
@@ -149,6 +150,8 @@ def test_bundle_errors(bundles, tmp_path, damage, message):
         rewrite_manifest(path, tolerances="x")
     elif damage == "routing":
         rewrite_manifest(path, routing="bogus")
+    elif damage == "plugin-routing":
+        rewrite_manifest(path, routing="plugin")
     elif damage == "inputs":
         rewrite_manifest(path, inputs=[])
     elif damage == "not-a-bundle":
