@@ -361,15 +361,20 @@ class Trainer:
         return psnr_batch(out.composite, image)
 
     # -- the loop -----------------------------------------------------------------------------
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (a collective: every rank calls it at the same point)."""
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def _stop_requested(self) -> bool:
         """Whether any rank was asked to stop (one small all-reduce a step under torchrun)."""
         if self.world == 1:
             return self._stop_signal is not None
-        flag = torch.tensor([int(self._stop_signal is not None)], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and self._stop_signal is None:
+        stop = self._any_rank(self._stop_signal is not None)
+        if stop and self._stop_signal is None:
             self._stop_signal = "a signal to another rank"
-        return bool(flag.item())
+        return stop
 
     def _catch_stop_signals(self) -> Callable[[], None]:
         """Ctrl-C and SIGTERM finish the current step, then stop the run at that step boundary (saved,
@@ -437,8 +442,10 @@ class Trainer:
                 validating = bool(config.val_every and self.step % config.val_every == 0 or self.step == config.steps)
                 checkpointing = bool(config.checkpoint_every and self.step % config.checkpoint_every == 0)
                 broken = [k for k, v in values.items() if not math.isfinite(v)]
-                if not broken and main and (validating or checkpointing):  # a finite loss can hide overflowed weights
-                    broken = self._non_finite_weights()
+                if not broken and (validating or checkpointing):  # a finite loss can hide overflowed weights
+                    broken = self._non_finite_weights()  # the same on every rank: DDP keeps the weights equal
+                if self.world > 1 and self._any_rank(bool(broken)) and not broken:
+                    broken = ["another rank's losses"]  # every rank stops together, none waits on the others
                 if broken:
                     kept = (f"{self.out / 'last.pt'} keeps step {self.last_saved_step}" if self.last_saved_step
                             else "no checkpoint of this run was written before it")

@@ -348,6 +348,38 @@ def test_ddp_resume_gives_each_rank_its_own_rng_back(tmp_path):
         make_trainer(small_config(tmp_path, steps=4), resume=str(tmp_path / "run" / "last.pt"))
 
 
+def _ddp_nan_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        trainer = make_trainer(small_config(Path(out_dir) / f"r{rank}", steps=6))
+        if rank == 1:  # only this rank's data goes bad; rank 0's losses stay finite
+            trainer.train_data = StopAt(trainer.train_data, at=3, error=None)
+        try:
+            trainer.fit(progress=False)
+        except FloatingPointError as exc:
+            (Path(out_dir) / f"raised{rank}").write_text(str(exc))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_one_diverges(tmp_path):
+    context = mp.spawn(_ddp_nan_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    try:
+        finished = context.join(timeout=300)
+        while not finished:  # join returns once per finished process
+            finished = context.join(timeout=300)
+    finally:
+        for process in context.processes:
+            process.kill()
+    for rank in (0, 1):  # both stop at the bad step, neither waits forever on the other
+        assert "non-finite values at step 3" in (tmp_path / f"raised{rank}").read_text()
+
+
 def test_train_cli_end_to_end_and_config(tmp_path):
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"train": {"batch_size": 2, "crop": 32, "cache_side": 96, "val_every": 2,
