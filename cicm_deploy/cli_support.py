@@ -43,13 +43,13 @@ def user_errors(func: Callable[[], Any]) -> Any:
         errors += (DataError,)
     except ImportError:
         pass
-    from cicm_deploy.runtimes.base import NonFiniteOutputError
+    from cicm_deploy.runtimes.base import InferenceError
 
     try:
         return func()
     except errors as exc:
         raise UserError(str(exc)) from None
-    except NonFiniteOutputError as exc:  # not the user's mistake: exit 1, still one line
+    except InferenceError as exc:  # not the user's mistake: exit 1, still one line
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # a file that cannot be read or written: the system's words, one line
         if exc.filename is None:

@@ -34,7 +34,12 @@ class BackendUnavailableError(RuntimeError):
     """The backend's library (or the plugin it needs) is not installed here."""
 
 
-class NonFiniteOutputError(RuntimeError):
+class InferenceError(RuntimeError):
+    """The backend failed while running inputs that passed the checks (out of memory, a graph at odds
+    with its manifest): not the caller's mistake."""
+
+
+class NonFiniteOutputError(InferenceError):
     """A backend produced NaN or Inf: never passed on as an image."""
 
 

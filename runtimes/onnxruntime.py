@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import BackendUnavailableError, Runtime
+from .base import BackendUnavailableError, InferenceError, Runtime
 from .bundle import Bundle, BundleError, open_bundle
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
@@ -122,8 +122,8 @@ class OnnxRuntimeBackend(Runtime):
             raise
         except Exception as exc:  # onnxruntime's own Fail/InvalidArgument types, after check_feeds passed
             shape = "x".join(map(str, feeds["image"].shape))
-            raise BundleError(f"onnxruntime could not run {self.bundle.model_path} on a {shape} image: "
-                              f"{str(exc).strip().splitlines()[0]}") from None
+            raise InferenceError(f"onnxruntime could not run {self.bundle.model_path} on a {shape} image: "
+                                 f"{str(exc).strip().splitlines()[0]}") from None
 
     def describe(self) -> dict[str, Any]:
         ort = _import_onnxruntime()

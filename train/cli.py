@@ -88,12 +88,16 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
                                 "expected \"model\" and \"train\"")
         saved = None
         if resume is not None:
+            from click.core import ParameterSource
+
             from cicm_deploy.checkpoint import read_checkpoint
 
             saved = read_checkpoint(resume)
             if not saved.get("trainer"):
                 raise UserError(f"{resume} has no trainer state (written by `init` or exported?); --resume needs a "
                                 "checkpoint written by `cicm-deploy train`")
+            if click.get_current_context().get_parameter_source("preset_name") != ParameterSource.COMMANDLINE:
+                model_cfg = saved["model_config"]  # model settings given below apply over the checkpoint's
             train_cfg = saved["trainer"].get("train_config", train_cfg)
             train_cfg["out"] = str(resume.parent)  # the run continues where its checkpoint is, unless --out says
         resolved = {"model": model_cfg, "train": train_cfg}
@@ -119,13 +123,9 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
         except (TypeError, ValueError) as exc:
             raise UserError(f"invalid configuration: {exc}") from None
         if saved is not None:  # a resumed run keeps its checkpoint's model; asking for another one is an error
-            from click.core import ParameterSource
-
             kept = ModelConfig.from_dict(saved["model_config"])
-            asked = (click.get_current_context().get_parameter_source("preset_name") == ParameterSource.COMMANDLINE
-                     or bool(loaded.get("model")) or any(item.startswith("model.") for item in overrides))
             differ = [f"model.{key}" for key, value in model_config.to_dict().items() if kept.to_dict()[key] != value]
-            if asked and differ:
+            if differ:
                 raise UserError(f"{resume} holds a model with other {', '.join(differ)}; a resumed run keeps its "
                                 "checkpoint's model: drop the --preset, --set model.* or config file settings "
                                 "that change it")
@@ -141,6 +141,10 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir / 'last.pt'}, or "
                             "choose another --out")
         if resume is None and (run_dir / "log.jsonl").exists():
+            periodic = sorted(run_dir.glob("step_*.pt"), key=lambda p: int(p.stem[5:]) if p.stem[5:].isdigit() else -1)
+            if periodic:
+                raise UserError(f"{run_dir} holds a run without last.pt; continue it from its latest checkpoint with "
+                                f"--resume {periodic[-1]}, or choose another --out")
             raise UserError(f"{run_dir} holds the log of a run that saved no checkpoint (killed before its first "
                             f"save); delete {run_dir} to start over, or choose another --out")
         from cicm_deploy.train.run import run_training

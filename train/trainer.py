@@ -304,11 +304,12 @@ class Trainer:
         self.step = int(data["step"])
         states = trainer["rng"] if isinstance(trainer["rng"], list) else [trainer["rng"]]  # version 1: one state
         saved_world = int(trainer.get("world_size", 1))
-        if saved_world != self.world or len(states) != saved_world:
-            if self.rank == 0:
-                warnings.warn(f"{path} was written by {saved_world} process(es) and this run has {self.world}: it "
-                              "continues from the same weights, but not bit for bit (each process's crops differ "
-                              "from the uninterrupted run's)", CICMWarning, stacklevel=2)
+        if self.rank == 0 and (saved_world != self.world or len(states) != saved_world):
+            why = (f"was written by {saved_world} process(es) and this run has {self.world}"
+                   if saved_world != self.world else
+                   f"was written by {saved_world} processes with an older cicm-deploy that kept rank 0's RNG only")
+            warnings.warn(f"{path} {why}: it continues from the same weights, but not bit for bit (each process's "
+                          "crops differ from the uninterrupted run's)", CICMWarning, stacklevel=2)
         if self.rank < len(states) and saved_world == self.world:
             restore_rng(self.rng, states[self.rank])
         else:
@@ -384,10 +385,12 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: handler for sig, handler in previous.items() if handler is not signal.SIG_IGN}  # kept ignored
 
         def handle(signum: int, frame: Any) -> None:
             self._stop_signal = signal.Signals(signum).name
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
+            if signal.SIGINT in previous:
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts at once
             if self.rank == 0:
                 from tqdm import tqdm
 
@@ -396,7 +399,7 @@ class Trainer:
 
         def release() -> None:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # None: set outside Python
 
         for sig in previous:
             signal.signal(sig, handle)
@@ -475,13 +478,18 @@ class Trainer:
         finally:
             release_signals()
             bar.close()
-        if self._stop_signal is not None:  # at a step boundary: the saved state resumes bit for bit
-            # every rank holds the same weights, so they agree on this without talking
-            if self.step > 0 and self.last_saved_step != self.step and not self._non_finite_weights():
+        if self._stop_signal is not None and self.step < config.steps:  # a stop in the last step: simply done
+            # at a step boundary, so the saved state resumes bit for bit; every rank holds the same
+            # weights and step, so they agree on all of this without talking
+            if self.step > 0 and self.last_saved_step != self.step:
+                broken = self._non_finite_weights()
+                if broken:
+                    raise FloatingPointError(f"stopped by {self._stop_signal} at step {self.step}, whose weights hold "
+                                             f"non-finite values ({', '.join(broken[:4])}): not saved; resume from "
+                                             "the last checkpoint with a lower learning rate")
                 self.save(self.out / "last.pt")
                 self.last_saved_step = self.step
-            kept = self.out / "last.pt" if self.last_saved_step is not None or (self.out / "last.pt").is_file() else None
-            raise TrainingStopped(self._stop_signal, self.last_saved_step or self.step, kept)
+            raise TrainingStopped(self._stop_signal, self.step, self.out / "last.pt" if self.step > 0 else None)
         return self.metrics
 
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cicm_deploy.cli import cli
 from cicm_deploy.images import save_image, save_mask
-from cicm_deploy.runtimes.base import BackendUnavailableError, RuntimeInputError
+from cicm_deploy.runtimes.base import BackendUnavailableError, InferenceError, RuntimeInputError
 from cicm_deploy.runtimes.bundle import BundleError, open_bundle, sha256_file
 from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend, choose_providers
 from cicm_deploy.runtimes.parity import check_parity, polygraphy_command, save_polygraphy_data
@@ -218,8 +218,11 @@ def test_a_graph_or_goldens_that_disagree_with_the_manifest_are_refused(bundles,
     strided = copy_bundle(bundles, tmp_path / "strided")
     rewrite_manifest(strided, stride=4)  # a stride the graph does not have: onnxruntime fails, in one line
     with OnnxRuntimeBackend(strided) as runtime:
-        with pytest.raises(BundleError, match="onnxruntime could not run .*model.onnx on a 1x3x20x20 image: "):
+        with pytest.raises(InferenceError, match="onnxruntime could not run .*model.onnx on a 1x3x20x20 image: "):
             runtime.run({"image": np.zeros((1, 3, 20, 20), np.float32), "mask": np.zeros((1, 1, 20, 20), np.float32)})
+    np.savez(tmp_path / "in.npz", image=np.zeros((1, 3, 20, 20), np.float32), mask=np.zeros((1, 1, 20, 20), np.float32))
+    result = CliRunner().invoke(cli, ["run", str(strided), "--input", str(tmp_path / "in.npz")])
+    assert result.exit_code == 1 and result.output.startswith("Error: onnxruntime could not run")  # not a user error
 
 
 def test_parity_fails_when_outputs_drift(bundles, tmp_path):

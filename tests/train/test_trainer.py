@@ -145,6 +145,20 @@ def test_a_stop_signal_finishes_the_step_saves_it_and_resumes_bit_for_bit(tmp_pa
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def test_a_stop_during_the_last_step_just_finishes_and_an_ignored_sigint_stays_ignored(tmp_path):
+    trainer = make_trainer(small_config(tmp_path, steps=3))
+    trainer.train_data = SignalAt(trainer.train_data, 3, signal.SIGTERM)
+    assert trainer.fit(progress=False) is trainer.metrics  # done, not "stopped": nothing is left to resume
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started with & by a script
+    try:
+        ignoring = make_trainer(small_config(tmp_path / "i", steps=4))
+        ignoring.train_data = SignalAt(ignoring.train_data, 2, signal.SIGINT)
+        ignoring.fit(progress=False)
+        assert ignoring.step == 4 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_second_ctrl_c_aborts_at_once_and_a_crash_saves_no_half_step(tmp_path):
     trainer = make_trainer(small_config(tmp_path, steps=10, val_every=2))
     trainer.train_data = SignalAt(trainer.train_data, 5, signal.SIGINT, signal.SIGINT)
@@ -237,7 +251,11 @@ def test_train_cli_resumes(tmp_path):
     result = CliRunner().invoke(cli, common + ["--out", str(tmp_path / "r2"), "--resume", str(untrained)])  # the last --out counts
     assert result.exit_code == 2 and "has no trainer state" in result.output and "Traceback" not in result.output
     wider = CliRunner().invoke(cli, common + ["--steps", "4", "--resume", str(out / "last.pt"), "--set", "model.width=32"])
-    assert wider.exit_code == 2 and "holds a model with other model.width" in wider.output
+    assert wider.exit_code == 2 and wider.output.strip().endswith("that change it") and \
+        "holds a model with other model.width;" in wider.output  # the one setting that differs, no others
+    same = CliRunner().invoke(cli, ["train", "--resume", str(out / "last.pt"), "--set", "model.width=16",
+                                    "--print-config"])  # the checkpoint's own value: fine
+    assert same.exit_code == 0 and json.loads(same.output)["model"]["width"] == 16
     paper = CliRunner().invoke(cli, ["train", "--preset", "paper", "--resume", str(out / "last.pt"), "--steps", "4"])
     assert paper.exit_code == 2 and "a resumed run keeps its checkpoint's model" in paper.output
 
@@ -259,6 +277,11 @@ def test_a_resumed_run_continues_in_its_checkpoints_folder(tmp_path):
     (killed / "log.jsonl").write_text('{"step": 1}\n')
     again = CliRunner().invoke(cli, common + ["--out", str(killed), "--steps", "2"])
     assert again.exit_code == 2 and "holds the log of a run that saved no checkpoint" in again.output
+    for step in (2, 10):
+        shutil.copy(first / "last.pt", killed / f"step_{step}.pt")  # periodic checkpoints but no last.pt
+    again = CliRunner().invoke(cli, common + ["--out", str(killed), "--steps", "2"])
+    assert again.exit_code == 2 and f"continue it from its latest checkpoint with --resume {killed / 'step_10.pt'}" \
+        in again.output
 
 
 def test_train_cli_reports_stops_and_divergence_in_one_line(tmp_path, monkeypatch):
