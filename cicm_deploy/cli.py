@@ -250,12 +250,13 @@ def video(source: Path, target: Path, mask_path: Path | None, boxes_path: Path |
 
         from .images import load_mask
         from .inpainter import Inpainter
-        from .video import VideoError, check_paths, inpaint_video, load_boxes, probe
+        from .video import VideoError, check_mask, check_paths, inpaint_video, load_boxes, probe
 
         try:
             info = probe(source)
             check_paths(source, target)  # before the model loads
             mask = load_mask(mask_path, invert=mask_invert) if mask_path is not None else None
+            check_mask(mask, info)  # before the model and the progress bar
             boxes = load_boxes(boxes_path, info.width, info.height) if boxes_path is not None else None
             path = model_path or default_model_path()
             with Inpainter(path, plugin=plugin) as inpainter, \

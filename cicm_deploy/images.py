@@ -99,7 +99,8 @@ def image_to_rgb(image: Image.Image, what: str = "image") -> np.ndarray:
             raise ImageError(f"{what} has transparency ({mode}, {share} not opaque); expected an "
                              "opaque RGB image: flatten it onto a background, or pass the transparent area as the mask")
         return np.asarray(image.convert("RGB")).copy()
-    raise ImageError(f"{what} has mode {mode} (e.g. a float image); expected an 8- or 16-bit RGB or grayscale image")
+    raise ImageError(f"{what} has mode {mode} (e.g. a float image); expected an 8- or 16-bit RGB or grayscale image: "
+                     "save it scaled to 0-255 as 8-bit (or 0-65535 as 16-bit) PNG or TIFF")
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -107,7 +108,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return image_to_rgb(_open(path, "image"), f"image {path}")
 
 
-def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask") -> np.ndarray:
+def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask",
+                    zero_one_fix: str = "pass mask.astype(bool) or mask * 255 for a 0/1 mask") -> np.ndarray:
     """Boolean hole mask [H, W] from a PIL image, by the luminance >= 128 rule."""
     if image.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         gray = _gray_array(image, what)
@@ -117,22 +119,27 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
         gray = np.asarray(image.convert("RGB").convert("L"))
     hole = gray >= MASK_THRESHOLD
     if not image.mode.startswith("I"):  # 16-bit values scaled to 8 bits can be 0/1 without being a 0/1 mask
-        _warn_if_zero_one(hole, gray, what, invert)
+        _warn_if_zero_one(hole, gray, what, invert, zero_one_fix)
     return ~hole if invert else hole
 
 
-def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: bool) -> None:
+def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: bool,
+                      fix: str = "pass mask.astype(bool) or mask * 255 for a 0/1 mask") -> None:
     """A mask of 0s and 1s (a common way to write one) is all kept or, inverted, all hole under the
     255 = hole rule: say so."""
     if not hole.any() and values.any() and int(values.max()) == 1:
         reading = "every pixel a hole (inverted)" if invert else "no hole at all"
-        warnings.warn(f"{what} holds only 0s and 1s, which reads as {reading}: 255 (or True) marks a hole; "
-                      "pass mask.astype(bool) or mask * 255 for a 0/1 mask", CICMWarning, stacklevel=3)
+        warnings.warn(f"{what} holds only 0s and 1s, which reads as {reading}: 255 (or True) marks a hole; {fix}",
+                      CICMWarning, stacklevel=3)
+
+
+ZERO_ONE_FILE_FIX = ("rewrite the file with 255 for the holes (e.g. ImageMagick: magick MASK.png -evaluate multiply 255 "
+                     "OUT.png)")
 
 
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
     """Read a mask file as bool [H, W], True = hole (white); ``invert`` for black holes."""
-    return mask_from_image(_open(path, "mask"), invert, f"mask {path}")
+    return mask_from_image(_open(path, "mask"), invert, f"mask {path}", zero_one_fix=ZERO_ONE_FILE_FIX)
 
 
 def as_rgb_array(image: Any, what: str = "image") -> np.ndarray:

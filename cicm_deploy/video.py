@@ -117,6 +117,11 @@ def fourcc(target: Path) -> str:
     return code
 
 
+def check_mask(mask: np.ndarray | None, info: VideoInfo) -> None:
+    if mask is not None and mask.shape != (info.height, info.width):
+        raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
+
+
 def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Refuse what would lose data or fail only after the model has loaded."""
     source, target = Path(source), Path(target)
@@ -154,8 +159,7 @@ def inpaint_video(inpainter, source: str | os.PathLike, target: str | os.PathLik
     info = probe(source)
     if (mask is None) == (boxes is None):
         raise VideoError("give either a fixed mask or per-frame boxes")
-    if mask is not None and mask.shape != (info.height, info.width):
-        raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
+    check_mask(mask, info)
     check_paths(source, target)
     writer = VideoWriter(target, info.width, info.height, info.fps)
     done = False

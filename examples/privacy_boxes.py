@@ -1,6 +1,6 @@
 """Surveillance privacy removal: a box that follows a subject through the clip is inpainted away in
-every frame, given as per-frame boxes (JSON lines, as a detector would produce them). Writes
-out/privacy_boxes.jsonl and out/privacy.avi.
+every frame, given as per-frame boxes (JSON lines, as a detector would produce them). Writes the
+source clip out/camera.avi, the boxes out/privacy_boxes.jsonl and the result out/privacy.avi.
 
     python examples/privacy_boxes.py [OUT_DIR]
 """
@@ -41,4 +41,8 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("out"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=Path("out"), help="where to write (default: out)")
+    main(parser.parse_args().out_dir)

@@ -222,7 +222,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         try:  # one runtime per instance (onnxruntime splits the CPU threads between them)
             inpainter = Inpainter(model, backend=backend, plugin=plugin, workers=instances)
         except ValueError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc).replace("workers > 1", f"--instances {instances}")) from None
         try:
             libpython_first()
 

@@ -146,8 +146,13 @@ def triton_config(config: ServeConfig, log_verbose: int = 0, log_file: Path | No
     """PyTriton's server settings; ``log_file``: where tritonserver writes its log instead of the console."""
     from pytriton.triton import TritonConfig
 
+    from cicm_deploy.environment import driver_cuda_version
+
+    # Without an NVIDIA driver, tritonserver's GPU metrics (DCGM) print "Error: Failed to initialize
+    # NVML" on the console at start: a false alarm on a CPU server, so they are off there.
     return TritonConfig(http_port=config.http_port, grpc_port=config.grpc_port, metrics_port=config.metrics_port,
-                        log_verbose=log_verbose, log_file=log_file)
+                        log_verbose=log_verbose, log_file=log_file,
+                        allow_gpu_metrics=driver_cuda_version() is not None)
 
 
 # -- stock model repositories ----------------------------------------------------------------------

@@ -235,6 +235,7 @@ def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
                            str(bundles("fp32", "onnx").path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "Warning: mask " in done.stderr and "UserWarning" not in done.stderr and "images.py" not in done.stderr
+    assert "rewrite the file with 255 for the holes" in done.stderr and "astype" not in done.stderr
 
 
 def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
@@ -371,6 +372,8 @@ def test_video_user_errors(tmp_path, frames, bundles):
     model = str(bundles("fp32", "onnx").path)
     still = tmp_path / "frame.png"
     Image.fromarray(frames[0]).save(still)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(small)
     junk = tmp_path / "junk.dat"
     junk.write_text("not a picture and not a video")
     good = tmp_path / "good.jsonl"
@@ -389,10 +392,13 @@ def test_video_user_errors(tmp_path, frames, bundles):
          "is a still image, not a video; inpaint it with `cicm-deploy inpaint"),
         (["video", str(junk), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
          "cannot be opened as a video"),
+        (["video", str(clip), str(tmp_path / "o.mp4"), "--mask", str(small), "--model", model],
+         "the mask is 8x6 but the video is"),
     ]
     size = clip.stat().st_size
     for args, message in cases:
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert result.output.startswith("Error: "), result.output  # refused before any progress bar
     assert not list(tmp_path.glob("o.*"))  # no output file from a refused run
     assert clip.stat().st_size == size and count_frames(clip) == len(frames)  # the input survives

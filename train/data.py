@@ -99,7 +99,7 @@ class ImageFolderDataset:
             want_val = split == "val"
             self.files = [p for p in every if is_validation(p, val_fraction) == want_val]
         if not self.files:
-            raise DataError(f"the {split} split of {self.root} is empty ({len(every)} images, val_fraction "
+            raise DataError(f"the {split} split of {self.root} is empty ({len(every)} image files, val_fraction "
                             f"{val_fraction}); add photos or change the fraction (train: --set train.val_fraction=...; "
                             "eval: --split all or --val-fraction)")
         self.skipped_paths: set[str] = set()

@@ -29,7 +29,7 @@ def data() -> None:
                    "[default: $XDG_CACHE_HOME/cicm-deploy/photo-packages].")
 @click.option("--skip-skimage", is_flag=True, help="Leave out scikit-image's bundled photos.")
 def fetch(dest: Path, cache_dir: Path | None, skip_skimage: bool) -> None:
-    """Build a real-photo training set in DEST, offline from Debian packages.
+    """Build a real-photo training set in DEST from Debian packages (fetched with apt, then cached).
 
     Downloads gcompris-qt-data, mate-backgrounds, lomiri-wallpapers-16.04 and palapeli-data with
     `apt-get download` (nothing is installed), unpacks them into the cache, keeps the photographs

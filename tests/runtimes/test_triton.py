@@ -198,6 +198,14 @@ def test_serve_rejects_bad_arguments_before_starting_anything(tmp_path, bundles)
     assert "Traceback" not in result.output
 
 
+def test_serve_names_its_own_option_when_a_checkpoint_cannot_take_instances(routed_checkpoint):
+    http, grpc, metrics = free_ports(3)
+    result = CliRunner().invoke(cli, ["serve", str(routed_checkpoint), "--instances", "2", "--port", str(http),
+                                      "--grpc-port", str(grpc), "--metrics-port", str(metrics)])
+    assert result.exit_code == 2 and "--instances 2 needs a bundle or an engine" in result.output
+    assert "workers" not in result.output
+
+
 # -- the PyTriton server ---------------------------------------------------------------------------
 
 def free_ports(count: int) -> list[int]:
