@@ -134,8 +134,10 @@ def check_parity(runtime: Runtime, bundle: Bundle | None = None) -> ParityReport
                           sum(len(g.image) for g in goldens), bundle.shape_summary,
                           device=str(runtime.describe().get("device", "")))
 
-    severity = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.ERROR
+    severity, colors = G_LOGGER.module_severity, G_LOGGER.colors
+    # The report below says what failed; Polygraphy's own [E] lines (and its note about the
+    # optional 'colored' module) would only interleave with it.
+    G_LOGGER.module_severity, G_LOGGER.colors = G_LOGGER.CRITICAL, False
     try:
         results = Comparator.run([_polygraphy_runner(runtime)], data_loader=golden_feeds(goldens))
         produced = list(results[0][1])  # the backend's iterations, one per golden size
@@ -154,7 +156,7 @@ def check_parity(runtime: Runtime, bundle: Bundle | None = None) -> ParityReport
             accuracy = Comparator.compare_accuracy(results, compare_func=compare)
         report.polygraphy_passed = bool(accuracy)
     finally:
-        G_LOGGER.module_severity = severity
+        G_LOGGER.module_severity, G_LOGGER.colors = severity, colors
 
     for name in names:
         got = np.concatenate([np.asarray(it[name]).ravel() for it in produced])

@@ -241,6 +241,7 @@ def test_parity_fails_when_outputs_drift(bundles, tmp_path):
     assert [o.passed for o in report.outputs] == [False, False]
     result = CliRunner().invoke(cli, ["parity", str(path)])
     assert result.exit_code == 1 and "FAILED" in result.output
+    assert "[E]" not in result.output and "[W]" not in result.output  # the report alone says what failed
 
 
 @pytest.mark.parametrize("precision,routing", [("fp32", "onnx"), ("fp16", "plugin")])
