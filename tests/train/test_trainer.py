@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 
 from cicm_deploy import CICMWarning
-from cicm_deploy.checkpoint import load_model
+from cicm_deploy.checkpoint import load_model, read_checkpoint
 from cicm_deploy.cli import cli
 from cicm_deploy.config import preset
 from cicm_deploy.model import complete_regions
@@ -193,7 +194,7 @@ def test_checkpoints_hold_each_ranks_rng_and_older_ones_still_resume(tmp_path):
     trainer = make_trainer(small_config(tmp_path, steps=2))
     trainer.fit(progress=False)
     last = Path(trainer.config.out) / "last.pt"
-    data = torch.load(last, weights_only=False)
+    data = read_checkpoint(last)
     assert data["trainer"]["version"] == 2 and len(data["trainer"]["rng"]) == 1
     data["trainer"].update(version=1, rng=data["trainer"]["rng"][0])  # as version 1 wrote it
     torch.save(data, tmp_path / "v1.pt")
@@ -306,13 +307,22 @@ def test_train_cli_reports_stops_and_divergence_in_one_line(tmp_path, monkeypatc
     assert result.exit_code == 1 and result.output.strip() == "Error: non-finite values at step 3 (inpaint)"
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+@contextlib.contextmanager
+def _gloo(rank: int, world: int, init_file: str):
+    """One rank of a CPU process group (gloo), one thread each, torn down on exit."""
     import torch.distributed as dist
 
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    with _gloo(rank, world, init_file):
         config = small_config(Path(out_dir), steps=3)
         trainer = make_trainer(config)
         for _ in range(config.steps):
@@ -321,8 +331,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         torch.save({k: v.detach().clone() for k, v in state(trainer).items()}, Path(out_dir) / f"rank{rank}.pt")
         first_batch = trainer.train_data.batch(np.random.default_rng(trainer.config.seed + 1000 * rank), 1)[0]
         torch.save(first_batch, Path(out_dir) / f"batch{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -343,10 +351,7 @@ def _ddp_resume_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
 
     import torch.distributed as dist
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with _gloo(rank, world, init_file):
         config = small_config(Path(out_dir), steps=2)
         trainer = make_trainer(config)
         trainer.fit(progress=False)  # its last step saves last.pt: a collective, rank 0 writes
@@ -354,8 +359,6 @@ def _ddp_resume_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
         resumed = make_trainer(small_config(Path(out_dir), steps=4), resume=str(Path(config.out) / "last.pt"))
         states = (trainer.rng.bit_generator.state, resumed.rng.bit_generator.state)
         (Path(out_dir) / f"rng{rank}.pkl").write_bytes(pickle.dumps(states))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -365,19 +368,14 @@ def test_ddp_resume_gives_each_rank_its_own_rng_back(tmp_path):
     mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     (run0, resumed0), (run1, resumed1) = (pickle.loads((tmp_path / f"rng{r}.pkl").read_bytes()) for r in (0, 1))
     assert resumed0 == run0 and resumed1 == run1 and run0 != run1
-    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["trainer"]
+    saved = read_checkpoint(tmp_path / "run" / "last.pt")["trainer"]
     assert saved["world_size"] == 2 and len(saved["rng"]) == 2
     with pytest.warns(CICMWarning, match="written by 2 process\\(es\\) and this run has 1: .* not bit for bit"):
         make_trainer(small_config(tmp_path, steps=4), resume=str(tmp_path / "run" / "last.pt"))
 
 
 def _ddp_nan_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with _gloo(rank, world, init_file):
         trainer = make_trainer(small_config(Path(out_dir) / f"r{rank}", steps=6))
         if rank == 1:  # only this rank's data goes bad; rank 0's losses stay finite
             trainer.train_data = StopAt(trainer.train_data, at=3, error=None)
@@ -385,8 +383,6 @@ def _ddp_nan_worker(rank: int, world: int, init_file: str, out_dir: str) -> None
             trainer.fit(progress=False)
         except FloatingPointError as exc:
             (Path(out_dir) / f"raised{rank}").write_text(str(exc))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
