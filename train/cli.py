@@ -154,9 +154,9 @@ def train(data_dir: Path | None, out: Path | None, preset_name: str, config_file
             return run_training(model_config, train_config, resume=str(resume) if resume else None)
         except TrainingStopped as stop:
             if int(os.environ.get("RANK", "0")) == 0:
-                saved = (f"last.pt holds step {stop.step}; continue with: cicm-deploy train --resume "
-                         f"{stop.checkpoint} --steps {train_config.steps}" if stop.checkpoint else "nothing was saved")
-                click.echo(f"stopped by {stop.signal_name}; {saved}", err=True)
+                kept = (f"last.pt holds step {stop.step}; continue with: cicm-deploy train --resume "
+                        f"{stop.checkpoint} --steps {train_config.steps}" if stop.checkpoint else "nothing was saved")
+                click.echo(f"stopped by {stop.signal_name}; {kept}", err=True)
             raise SystemExit(130 if stop.signal_name == "SIGINT" else 143) from None
         except FloatingPointError as exc:  # diverged: not the user's typo, but one line all the same
             raise click.ClickException(str(exc)) from None

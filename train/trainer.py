@@ -362,20 +362,11 @@ class Trainer:
         return psnr_batch(out.composite, image)
 
     # -- the loop -----------------------------------------------------------------------------
-    def _any_rank(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on any rank (a collective: every rank calls it at the same point)."""
-        value = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
-
-    def _stop_requested(self) -> bool:
-        """Whether any rank was asked to stop (one small all-reduce a step under torchrun)."""
-        if self.world == 1:
-            return self._stop_signal is not None
-        stop = self._any_rank(self._stop_signal is not None)
-        if stop and self._stop_signal is None:
-            self._stop_signal = "a signal to another rank"
-        return stop
+    def _any_rank(self, *flags: bool) -> list[bool]:
+        """Whether each flag holds on any rank (a collective: every rank calls it at the same point)."""
+        values = torch.tensor([int(flag) for flag in flags], device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in values.tolist()]
 
     def _catch_stop_signals(self) -> Callable[[], None]:
         """Ctrl-C and SIGTERM finish the current step, then stop the run at that step boundary (saved,
@@ -437,7 +428,8 @@ class Trainer:
         self.last_saved_step: int | None = None  # of this run's last.pt, for the non-finite error
         release_signals = self._catch_stop_signals()
         try:
-            while self.step < config.steps and not self._stop_requested():
+            agreed_stop = False  # under torchrun: a rank stops when the ranks agree to, all at one step
+            while self.step < config.steps and not (agreed_stop if self.world > 1 else self._stop_signal is not None):
                 image, mask = self.train_data.batch(self.rng, config.batch_size)
                 values = self.train_step(image, mask)
                 images_seen += len(image) * self.world
@@ -447,8 +439,12 @@ class Trainer:
                 broken = [k for k, v in values.items() if not math.isfinite(v)]
                 if not broken and (validating or checkpointing):  # a finite loss can hide overflowed weights
                     broken = self._non_finite_weights()  # the same on every rank: DDP keeps the weights equal
-                if self.world > 1 and self._any_rank(bool(broken)) and not broken:
-                    broken = ["another rank's losses"]  # every rank stops together, none waits on the others
+                if self.world > 1:  # one collective a step: a bad value or a signal on any rank stops them all
+                    any_broken, agreed_stop = self._any_rank(bool(broken), self._stop_signal is not None)
+                    if any_broken and not broken:
+                        broken = ["another rank's losses"]
+                    if agreed_stop and self._stop_signal is None:
+                        self._stop_signal = "a signal to another rank"
                 if broken:
                     kept = (f"{self.out / 'last.pt'} keeps step {self.last_saved_step}" if self.last_saved_step
                             else "no checkpoint of this run was written before it")
