@@ -29,8 +29,8 @@ from cicm_deploy.custom_op import CICM_AUGMENT
 from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
                                          sha256_file)
 
-from .fp16 import (FP16_MAX, constant_computations, convert_to_mixed_fp16, half_tensors, largest_magnitudes,
-                   precision_report)
+from .fp16 import (FP16_MAX, constant_computations, convert_to_mixed_fp16, fp32_node_names, half_tensors,
+                   largest_magnitudes, precision_report)
 from .goldens import PIXELS_PER_CALL, make_goldens, plan_sets
 from .onnx_export import MAX_IR_VERSION, export_onnx, ops_outside_tensorrt
 from .plugin_rewrite import check_plugin_compatible, rewrite_to_plugin
@@ -121,14 +121,15 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
     progress("measuring the largest intermediates")
     every_peak = largest_magnitudes(fp32_proto, feeds, top=None)
     peaks = every_peak[:5]
-    half = half_tensors(fp32_proto, levels) if fp16 else set()
-    half_peaks = [(name, value) for name, value in every_peak if name in half][:5]
     constant_nodes = constant_computations(fp32_proto) if fp16 else set()
+    keep32 = fp32_node_names(fp32_proto, levels) | constant_nodes
+    half = half_tensors(fp32_proto, keep32) if fp16 else set()
+    half_peaks = [(name, value) for name, value in every_peak if name in half][:5]
 
     proto = fp32_proto
     if fp16:
         progress("converting to mixed FP16")
-        proto = convert_to_mixed_fp16(proto, levels)
+        proto = convert_to_mixed_fp16(proto, keep32)
     if routing == "plugin":
         progress("replacing the routing with CICMAugment")
         proto = rewrite_to_plugin(proto, model)

@@ -32,8 +32,8 @@ FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2)}
 
 
 def fp32_node_names(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
-    """Nodes that stay FP32: every memory node, the node producing the composite, and the
-    computations on constants only (``constant_computations``)."""
+    """Nodes that stay FP32: every memory node and the node producing the composite (the exporter
+    adds ``constant_computations``)."""
     scopes = tuple(memory_scope(level) for level in levels)
     keep = {n.name for n in proto.graph.node if n.name.startswith(scopes) or n.op_type == CICM_AUGMENT.name}
     producers = {out: n for n in proto.graph.node for out in n.output}
@@ -42,7 +42,7 @@ def fp32_node_names(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
         composite = producers.get(composite.input[0])
     if composite is not None and composite.op_type == "Where":
         keep.add(composite.name)
-    return keep | constant_computations(proto)
+    return keep
 
 
 def constant_computations(proto: onnx.ModelProto) -> set[str]:
@@ -65,12 +65,11 @@ def constant_computations(proto: onnx.ModelProto) -> set[str]:
     return names
 
 
-def convert_to_mixed_fp16(proto: onnx.ModelProto, levels: list[str]) -> onnx.ModelProto:
-    """A new ModelProto: FP16 everywhere but ``fp32_node_names`` and the graph I/O."""
+def convert_to_mixed_fp16(proto: onnx.ModelProto, keep32: set[str]) -> onnx.ModelProto:
+    """A new ModelProto: FP16 everywhere but the nodes named in ``keep32`` and the graph I/O."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
-    keep32 = fp32_node_names(model, levels)
     inferred = onnx.shape_inference.infer_shapes(model)
     elem = {v.name: v.type.tensor_type.elem_type for v in
             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
@@ -222,7 +221,6 @@ def largest_magnitudes(proto: onnx.ModelProto, feeds: dict[str, np.ndarray],
     return sorted(peaks.items(), key=lambda item: -item[1])[:top]
 
 
-def half_tensors(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
-    """The tensors a mixed FP16 graph made from ``proto`` holds in FP16: what FP16 nodes read or write."""
-    keep = fp32_node_names(proto, levels)
-    return {name for node in proto.graph.node if node.name not in keep for name in [*node.input, *node.output]}
+def half_tensors(proto: onnx.ModelProto, keep32: set[str]) -> set[str]:
+    """The tensors ``convert_to_mixed_fp16(proto, keep32)`` holds in FP16: what its FP16 nodes read or write."""
+    return {name for node in proto.graph.node if node.name not in keep32 for name in [*node.input, *node.output]}
