@@ -99,7 +99,9 @@ class Runtime(ABC):
         return b, h, w
 
     # -- inference --------------------------------------------------------------------------
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+    def check_feeds(self, feeds: dict[str, np.ndarray], values: bool = True) -> None:
+        """Names, types and shapes against the graph; with ``values`` also the values (finite, image in
+        [0, 1], mask 0/1), which feeds built from uint8 frames (``infer``) hold by construction."""
         expected = [i["name"] for i in self.input_specs]
         if sorted(feeds) != sorted(expected):
             raise RuntimeInputError(f"inputs {sorted(feeds)} given, the graph expects {sorted(expected)}")
@@ -127,13 +129,15 @@ class Runtime(ABC):
             batch = batch or value.shape[0]
             if value.shape[0] != batch:
                 raise RuntimeInputError(f"inputs have different batch sizes ({batch} and {value.shape[0]})")
+        if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
+            raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
+                                    "height and width must match")
+        if not values:
+            return
         for name, value in feeds.items():
             if not np.isfinite(value).all():
                 raise RuntimeInputError(f"input {name!r} holds NaN or Inf values; expected finite values "
                                         "(image in [0, 1], mask 0 or 1)")
-        if feeds["image"].shape[2:] != feeds["mask"].shape[2:]:
-            raise RuntimeInputError(f"image is {list(feeds['image'].shape)} but mask is {list(feeds['mask'].shape)}; "
-                                    "height and width must match")
         mask = feeds["mask"]
         odd = (mask != 0) & (mask != 1)
         if odd.any():
@@ -147,6 +151,9 @@ class Runtime(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw graph inputs -> outputs by name (float32 NCHW image in [0, 1], mask 1 = hole)."""
         self.check_feeds(feeds)
+        return self._checked_run(feeds)
+
+    def _checked_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.load()
         start = time.perf_counter()
         outputs = self._run(feeds)
@@ -201,7 +208,8 @@ class Runtime(ABC):
         for start in range(0, len(pairs), step):
             chosen = list(pairs[start:start + step])
             feeds = prepare_batch(chosen + [chosen[-1]] * (step - len(chosen)), self.stride, size)
-            frames += finish_batch(self.run(feeds)["inpainted"][:len(chosen)], chosen)
+            self.check_feeds(feeds, values=False)  # built here from uint8 frames: the values hold
+            frames += finish_batch(self._checked_run(feeds)["inpainted"][:len(chosen)], chosen)
         return frames
 
 
