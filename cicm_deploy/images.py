@@ -31,6 +31,10 @@ from PIL import Image, UnidentifiedImageError
 from . import CICMWarning
 
 MASK_THRESHOLD = 128  # 8-bit luminance at or above which a mask pixel is a hole
+# What to do about a mask of 0s and 1s, which the 255 = hole rule reads as no hole: in memory, in a file.
+ZERO_ONE_ARRAY_FIX = "pass mask.astype(bool) or mask * 255 for a 0/1 mask"
+ZERO_ONE_FILE_FIX = ("rewrite the file with 255 for the holes (e.g. ImageMagick: magick MASK.png -evaluate multiply 255 "
+                     "OUT.png)")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF",
                 ".tiff": "TIFF"}
 
@@ -109,7 +113,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask",
-                    zero_one_fix: str = "pass mask.astype(bool) or mask * 255 for a 0/1 mask") -> np.ndarray:
+                    zero_one_fix: str = ZERO_ONE_ARRAY_FIX) -> np.ndarray:
     """Boolean hole mask [H, W] from a PIL image, by the luminance >= 128 rule."""
     if image.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         gray = _gray_array(image, what)
@@ -124,17 +128,13 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
 
 
 def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: bool,
-                      fix: str = "pass mask.astype(bool) or mask * 255 for a 0/1 mask") -> None:
+                      fix: str = ZERO_ONE_ARRAY_FIX) -> None:
     """A mask of 0s and 1s (a common way to write one) is all kept or, inverted, all hole under the
     255 = hole rule: say so."""
     if not hole.any() and values.any() and int(values.max()) == 1:
         reading = "every pixel a hole (inverted)" if invert else "no hole at all"
         warnings.warn(f"{what} holds only 0s and 1s, which reads as {reading}: 255 (or True) marks a hole; {fix}",
                       CICMWarning, stacklevel=3)
-
-
-ZERO_ONE_FILE_FIX = ("rewrite the file with 255 for the holes (e.g. ImageMagick: magick MASK.png -evaluate multiply 255 "
-                     "OUT.png)")
 
 
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
