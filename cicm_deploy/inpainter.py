@@ -129,18 +129,22 @@ class Inpainter:
         return {**self.runtime.describe(), "workers": self.workers}
 
     # -- frames -----------------------------------------------------------------------------------
-    def _pair(self, image: Any, mask: Any, converted: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Validated copies: the caller may reuse its buffers (a camera SDK's) once this returns, and a
-        frame handed back is never the caller's own array."""
-        rgb = _own(as_rgb_array(image), image)
-        hole = mask if converted else _own(as_mask_array(mask, invert=self.invert_masks), mask)
+    def _pair(self, image: Any, mask: Any, converted: bool = False,
+              keep: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Validated arrays; with ``keep`` (frames queued past this call) copies, since the caller may
+        reuse its buffers (a camera SDK's) once this returns."""
+        rgb = as_rgb_array(image)
+        hole = mask if converted else as_mask_array(mask, invert=self.invert_masks)
         check_same_size(rgb, hole)
-        return rgb, hole
+        return (_own(rgb, image), hole if converted else _own(hole, mask)) if keep else (rgb, hole)
 
-    def _infer(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """Same-sized pairs -> frames. Frames without a hole skip the network."""
+    def _infer(self, pairs: list[tuple[np.ndarray, np.ndarray]], given: Sequence[Any] | None = None
+               ) -> list[np.ndarray]:
+        """Same-sized pairs -> frames. Frames without a hole skip the network; handed back, they are
+        never the caller's own array (``given``: the images the pairs were made from, when not copied)."""
         self._check_open()
-        results: list[np.ndarray | None] = [rgb if not hole.any() else None for rgb, hole in pairs]
+        results: list[np.ndarray | None] = [(_own(rgb, given[i]) if given is not None else rgb)
+                                            if not hole.any() else None for i, (rgb, hole) in enumerate(pairs)]
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
             chosen = [pairs[i] for i in todo]
@@ -157,7 +161,7 @@ class Inpainter:
     def __call__(self, image: Any, mask: Any) -> np.ndarray:
         """One frame: RGB uint8 [H, W, 3] and a mask [H, W] (True/255 = hole) -> uint8 [H, W, 3]."""
         self._check_open()
-        return self._infer([self._pair(image, mask)])[0]
+        return self._infer([self._pair(image, mask)], [image])[0]
 
     def batch(self, images: Sequence[Any], masks: Sequence[Any]) -> list[np.ndarray]:
         """Several frames; those of the same size go through the network together."""
@@ -170,7 +174,7 @@ class Inpainter:
         for index, (rgb, _) in enumerate(pairs):
             by_size.setdefault(rgb.shape[:2], []).append(index)
         for indices in by_size.values():
-            for index, frame in zip(indices, self._infer([pairs[i] for i in indices])):
+            for index, frame in zip(indices, self._infer([pairs[i] for i in indices], [images[i] for i in indices])):
                 results[index] = frame
         return results  # type: ignore[return-value]
 
@@ -205,9 +209,9 @@ class Inpainter:
                     if stop.is_set():
                         return
                     if static is not None:
-                        pair = self._pair(frame, static, converted=True)  # the fixed mask, converted once
+                        pair = self._pair(frame, static, converted=True, keep=True)  # the fixed mask, converted once
                     else:
-                        pair = self._pair(frame, next(masks))  # type: ignore[arg-type]
+                        pair = self._pair(frame, next(masks), keep=True)  # type: ignore[arg-type]
                     if chunk and pair[0].shape != chunk[0][0].shape:
                         ready.put(chunk)
                         chunk = []

@@ -132,6 +132,8 @@ def test_frames_are_never_the_callers_buffers(bundles, frames, masks):
     with Inpainter(bundles("fp32", "onnx").path) as inpaint:
         untouched = inpaint(frames[0], np.zeros_like(masks[0]))  # no hole: the network is skipped
         assert np.array_equal(untouched, frames[0]) and not np.may_share_memory(untouched, frames[0])
+        both = inpaint.batch(frames[:2], [np.zeros_like(masks[0]), masks[1]])
+        assert np.array_equal(both[0], frames[0]) and not np.may_share_memory(both[0], frames[0])
         buffer = frames[0].copy()
 
         def camera():  # an SDK that reuses one buffer for every frame
