@@ -301,6 +301,10 @@ def test_bad_requests_get_the_reason_back(server):
 def test_metrics_endpoint_counts_inferences(server):
     from urllib.request import urlopen
 
+    import tritonclient.http as httpclient
+
+    image = np.full((32, 40, 3), 90, np.uint8)  # one request of its own: the count holds run alone too
+    _request(httpclient, f"localhost:{server['http']}", image, np.zeros((32, 40), np.uint8))
     text = urlopen(f"http://localhost:{server['metrics']}/metrics", timeout=10).read().decode()
     counts = [line for line in text.splitlines() if line.startswith("nv_inference_request_success")
               and 'model="cicm_inpaint"' in line]
