@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cicm_deploy.custom_op import CICM_AUGMENT
 from cicm_deploy.runtimes.kernel_host import LIBRARY_NAME, HostKernel
 from cicm_deploy.runtimes.reference_op import cicm_augment
+
+from cicm_deploy.custom_op import CICM_AUGMENT
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "plugin"
 CUSTOM_OP_PY = PLUGIN_DIR.parent.parent / "cicm_deploy" / "custom_op.py"
@@ -144,12 +144,9 @@ NVCC = shutil.which("nvcc")
 def test_the_kernel_launcher_stays_exported_under_the_plugins_hidden_visibility(tmp_path, monkeypatch):
     """The Python plugin finds cicm_augment_launch in the plugin library through ctypes; the library
     builds with hidden visibility (CMakeLists.txt), so the launcher must be exported explicitly."""
-    library = tmp_path / "libcicm_kernel.so"
-    built = subprocess.run([NVCC, "-shared", "-std=c++17", "-arch=sm_87", "-Xcompiler", "-fPIC",
-                            "-Xcompiler", "-fvisibility=hidden", "-o", str(library),
-                            str(PLUGIN_DIR / "cicm_augment_kernel.cu")],
-                           capture_output=True, text=True, timeout=300, check=False)
-    assert built.returncode == 0, built.stderr
+    from cicm_deploy.runtimes.kernel_cuda import build_kernel_library
+
+    library = build_kernel_library(tmp_path, "87", nvcc=NVCC)  # hidden visibility, as the plugin builds
     symbols = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True,
                              check=True).stdout
     assert re.search(r" T cicm_augment_launch$", symbols, re.MULTILINE), symbols
@@ -166,3 +163,28 @@ def test_the_python_set_size_limit_is_the_kernels():
 
     header = (PLUGIN_DIR / "cicm_augment_kernel.cuh").read_text()
     assert re.search(rf"#define CICM_MAX_SET_SIZE {MAX_SET_SIZE}\b", header)
+
+
+def test_configures_from_an_installed_copy_of_the_package(tmp_path):
+    """pip installs the plugin sources at cicm_deploy/runtimes/plugin/, custom_op.py two folders up."""
+    package = tmp_path / "site" / "cicm_deploy"
+    plugin = package / "runtimes" / "plugin"
+    shutil.copytree(PLUGIN_DIR, plugin, ignore=shutil.ignore_patterns("build"))
+    shutil.copy(CUSTOM_OP_PY, package / "custom_op.py")
+    done = configure(plugin, tmp_path / "build", "-DCICM_HOST_ONLY=ON")
+    assert done.returncode == 0, done.stderr
+    assert op_from(done) == (CICM_AUGMENT.name, CICM_AUGMENT.version, CICM_AUGMENT.namespace)
+    (package / "custom_op.py").unlink()
+    done = configure(plugin, tmp_path / "build2", "-DCICM_HOST_ONLY=ON")
+    assert done.returncode != 0 and "cannot read the op definition" in flat(done)
+
+
+def test_the_wheel_carries_the_plugin_sources():
+    """kernel_host and kernel_cuda compile the sources next to them, so an installed package needs them."""
+    import tomllib
+
+    data = tomllib.loads((PLUGIN_DIR.parent.parent / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["cicm_deploy.runtimes"]
+    shipped = {p.name for pattern in patterns for p in PLUGIN_DIR.parent.glob(pattern)}
+    tracked = {p.name for p in PLUGIN_DIR.iterdir() if p.is_file()}
+    assert tracked <= shipped, sorted(tracked - shipped)
