@@ -187,10 +187,12 @@ def rng_state(generator: np.random.Generator) -> dict[str, Any]:
 
 
 def restore_rng(generator: np.random.Generator, state: dict[str, Any]) -> None:
+    # A checkpoint read with map_location="cuda" brings the saved states onto the GPU; torch takes
+    # them back only as CPU byte tensors.
     generator.bit_generator.state = state["numpy"]
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def psnr_batch(prediction: torch.Tensor, target: torch.Tensor) -> float:

@@ -96,6 +96,43 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
 
+class OnDevice:
+    """A saved RNG state as read with map_location="cuda": only ``.cpu()`` gives the tensor back."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def cpu(self) -> torch.Tensor:
+        return self.tensor
+
+
+def test_rng_states_read_onto_a_gpu_are_restored_from_the_cpu(monkeypatch):
+    from cicm_deploy.train.trainer import restore_rng, rng_state
+
+    saved = rng_state(np.random.default_rng(5))
+    expected = torch.rand(3)
+    restore_rng(np.random.default_rng(0), {**saved, "torch": OnDevice(saved["torch"])})
+    assert torch.equal(torch.rand(3), expected)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    restore_rng(np.random.default_rng(0), {**saved, "cuda": [OnDevice(saved["torch"])]})
+    assert len(restored) == 1 and torch.equal(restored[0], saved["torch"])
+
+
+@pytest.mark.gpu
+def test_training_on_the_gpu_stops_and_resumes(tmp_path):
+    """bf16 autocast on CUDA, the checkpoint read back onto the GPU (RNG states included)."""
+    config = small_config(tmp_path, steps=3, device="cuda")
+    first = make_trainer(small_config(tmp_path, steps=2, device="cuda"))
+    first.fit(progress=False)
+    assert first.device.type == "cuda"
+    resumed = make_trainer(config, resume=str(tmp_path / "run" / "last.pt"))
+    assert resumed.step == 2
+    resumed.fit(progress=False)
+    assert resumed.step == 3 and read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3
+
+
 class StopAt:
     """Wraps a sampler: at the ``at``-th batch, raise ``error`` (or return NaN images)."""
 
