@@ -61,7 +61,9 @@ class BenchReport:
     versions: dict[str, str]
     results: list[CaseResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # backend -> the error that stopped it
     host_peak_rss_mib: float = 0.0
+    finished: bool = False  # False in the copies saved while the run goes on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,9 +91,18 @@ class BenchReport:
                       "| backend | batch | size | x torch |", "|---|---|---|---|"]
             lines += [f"| {b} | {n} | {s} | {r:.2f} |" for (b, n, s), r in ratios.items()]
         lines += ["", f"Peak host RSS: {self.host_peak_rss_mib:.0f} MiB."]
+        if not self.finished:
+            lines += ["", "**Partial**: the run stopped (or is still going) before its last case."]
         if self.skipped:
             lines += ["", "Skipped:"] + [f"- {k}: {v}" for k, v in self.skipped.items()]
+        if self.failed:
+            lines += ["", "Failed (no figures from then on):"] + [f"- {k}: {v}" for k, v in self.failed.items()]
         return lines
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
@@ -197,7 +208,9 @@ def _skip_reasons(backends: list[str], kind: str) -> dict[str, str]:
 
 def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes: list[int], warmup: int = 3,
               iterations: int = 20, threads: int | None = None, progress: Callable[[str], None] = lambda m: None,
-              seed: int = 0) -> BenchReport:
+              seed: int = 0, on_case: Callable[[BenchReport], None] = lambda r: None) -> BenchReport:
+    """Bench ``backends`` on every batch and size; ``on_case`` sees the report after each case
+    (the CLI saves it there, so an interrupted run keeps the figures it has)."""
     from .images import from_nchw, pad_to_multiple
 
     target = Path(target)
@@ -231,6 +244,11 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
     report = BenchReport(str(target), device, datetime.datetime.now().isoformat(timespec="seconds"),
                          threads or (__import__("os").cpu_count() or 1), versions, skipped=skipped)
     rng = np.random.default_rng(seed)
+
+    def saved() -> None:
+        report.host_peak_rss_mib = _peak_rss_mib()
+        on_case(report)
+
     with tempfile.TemporaryDirectory() as tmp:
         cases: dict[str, _Case] = {}
         stride = 8
@@ -283,16 +301,23 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     begin = time.perf_counter()
                     _ = [from_nchw(x[i])[:size, :size] for i in range(batch)]
                     post_times.append((time.perf_counter() - begin) * 1000)
-                for backend, case in cases.items():
+                for backend, case in list(cases.items()):
                     progress(f"{backend}: batch {batch}, {size}x{size}")
                     device_peak = None
                     if _cuda():
                         import torch
 
                         torch.cuda.reset_peak_memory_stats()
-                    for _ in range(warmup):
-                        case.call(feeds)
-                    times = [case.time_ms(feeds) for _ in range(iterations)]
+                    try:
+                        for _ in range(warmup):
+                            case.call(feeds)
+                        times = [case.time_ms(feeds) for _ in range(iterations)]
+                    except Exception as exc:  # one backend's failure (a compiler bug, OOM) leaves the others
+                        del cases[backend]
+                        report.failed[backend] = f"batch {batch}, {size}x{size}: {_first_line(exc)}"
+                        progress(f"{backend} failed ({report.failed[backend]}); going on without it")
+                        saved()
+                        continue
                     if _cuda():
                         import torch
 
@@ -302,7 +327,9 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                                                      batch / (latency["median"] / 1000) if latency["median"] else math.inf,
                                                      statistics.median(pre_times), statistics.median(post_times),
                                                      iterations, device_peak, int(x.shape[-1])))
+                    saved()
     report.host_peak_rss_mib = _peak_rss_mib()
+    report.finished = True
     return report
 
 
@@ -331,8 +358,11 @@ def write_bench(report: BenchReport, out: Path, plot: bool = False) -> list[Path
     out = report_prefix(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_name(out.name + ".json"), out.with_name(out.name + ".md")]
-    paths[0].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    paths[1].write_text("# cicm-deploy bench\n\n" + "\n".join(report.markdown()) + "\n")
+    for path, text in zip(paths, [json.dumps(report.to_dict(), indent=2),
+                                  "# cicm-deploy bench\n\n" + "\n".join(report.markdown())]):
+        partial = path.with_name(path.name + ".part")  # a kill mid-write leaves the last whole copy
+        partial.write_text(text + "\n")
+        partial.replace(path)
     if plot:
         paths.append(plot_latency(report, out.with_name(out.name + ".png")))
     return paths

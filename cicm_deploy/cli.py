@@ -318,13 +318,18 @@ def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, it
             report_prefix(out)  # an unwritable -o fails here, not after the measurement
             report = run_bench(target, chosen, _int_list(batches, "--batch"), _int_list(sizes, "--size"),
                                warmup=warmup, iterations=iterations, threads=threads,
-                               progress=lambda message: click.echo(f"  {message}...", err=True))
+                               progress=lambda message: click.echo(f"  {message}...", err=True),
+                               on_case=lambda partial: write_bench(partial, out))  # kept if interrupted
             paths = write_bench(report, out, plot=plot)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         for line in report.markdown():
             click.echo(line)
         click.echo("wrote " + ", ".join(str(p) for p in paths))
+        if report.failed:
+            # not the user's mistake: exit 1, after the report of what did run
+            raise click.ClickException("; ".join(f"{b} failed at {why}" for b, why in report.failed.items())
+                                       + " (the other backends' figures are in the report)")
 
     user_errors(go)
 

@@ -86,3 +86,53 @@ def test_bench_on_a_batch_only_bundle_names_the_batch(routed_checkpoint, tmp_pat
     bundle = export_bundle(routed_checkpoint, tmp_path / "b2", batch=2, check=False).path
     with pytest.raises(ValueError, match=r"fixed at 2xHxW .*bench it with --batch 2$"):
         run_bench(bundle, ["onnxruntime"], [1], [64], warmup=0, iterations=1)
+
+
+def test_a_backend_that_fails_is_reported_and_the_others_go_on(routed_checkpoint, tmp_path, monkeypatch):
+    """A compiler bug or an out-of-memory in one backend must not cost the other backends' figures."""
+    import cicm_deploy.bench as bench
+
+    real = bench._torch_case
+
+    def flaky(model, backend):
+        case = real(model, "torch")
+        if backend != "torch-compile":
+            return case
+        def call(feeds):
+            if feeds["image"].shape[-1] > 32:  # the first size works, the second fails
+                raise AssertionError("dynamo could not trace forward\nsecond line")
+            return case.call(feeds)
+        return bench._Case(call)
+
+    monkeypatch.setattr(bench, "_torch_case", flaky)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli, ["bench", str(routed_checkpoint), "--backend", "torch,torch-compile",
+                                      "--batch", "1", "--size", "32,64", "--iterations", "2", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "torch-compile failed at batch 1, 64x64: AssertionError: dynamo could not trace forward" in result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["backend"], r["size"]) for r in data["results"]] == [("torch", 32), ("torch-compile", 32), ("torch", 64)]
+    assert data["failed"] == {"torch-compile": "batch 1, 64x64: AssertionError: dynamo could not trace forward"}
+    assert "Failed (no figures from then on):" in (tmp_path / "bench.md").read_text()
+
+
+def test_an_interrupted_bench_keeps_the_cases_it_finished(routed_checkpoint, tmp_path, monkeypatch):
+    import cicm_deploy.bench as bench
+
+    real, done = bench._Case.time_ms, []
+
+    def interrupt_in_the_second_case(self, feeds):
+        done.append(feeds["image"].shape[-1])
+        if feeds["image"].shape[-1] > 32:
+            raise KeyboardInterrupt
+        return real(self, feeds)
+
+    monkeypatch.setattr(bench._Case, "time_ms", interrupt_in_the_second_case)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli, ["bench", str(routed_checkpoint), "--backend", "torch", "--batch", "1",
+                                      "--size", "32,64", "--iterations", "2", "-o", str(out)])
+    assert result.exit_code != 0 and 64 in done
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["backend"], r["size"]) for r in data["results"]] == [("torch", 32)] and data["finished"] is False
+    assert "**Partial**" in (tmp_path / "bench.md").read_text()
+    assert not list(tmp_path.glob("*.part"))
