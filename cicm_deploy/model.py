@@ -266,7 +266,8 @@ class UNetCICM(nn.Module):
         else:
             prediction = torch.sigmoid(self.head(x))
         composite = torch.where(hole > 0.5, prediction, image)  # known pixels kept bit for bit
-        return out._replace(prediction=prediction, composite=composite)
+        # A new tuple, not out._replace(...): torch.compile (Dynamo in torch 2.11) fails on the latter.
+        return InpaintOutput(prediction, composite, out.gammas, out.routes, out.features)
 
     @torch.no_grad()
     def generalize(self, output: InpaintOutput, mask: torch.Tensor,
