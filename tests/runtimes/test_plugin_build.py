@@ -181,8 +181,7 @@ def test_configures_from_an_installed_copy_of_the_package(tmp_path):
 
 def test_the_wheel_carries_the_plugin_sources():
     """kernel_host and kernel_cuda compile the sources next to them, so an installed package needs them."""
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
     data = tomllib.loads((PLUGIN_DIR.parent.parent / "pyproject.toml").read_text())
     patterns = data["tool"]["setuptools"]["package-data"]["cicm_deploy.runtimes"]
     shipped = {p.name for pattern in patterns for p in PLUGIN_DIR.parent.glob(pattern)}
