@@ -44,12 +44,17 @@ def build_kernel_library(out_dir: str | os.PathLike, arch: str, nvcc: str | None
     if out.exists() and out.stat().st_mtime >= newest:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + f".{os.getpid()}.part")  # a killed build leaves no library behind
     # Same flags as the plugin's kernel in CMakeLists.txt: hidden visibility, the launcher exported.
     command = [nvcc, "-O3", "-std=c++17", "-shared", f"-arch=sm_{arch}", "-lineinfo", "-Xcompiler", "-fPIC",
-               "-Xcompiler", "-fvisibility=hidden", "-o", str(out), str(PLUGIN_DIR / SOURCES[0])]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise KernelError(f"building {out.name} failed:\n{done.stderr.strip()}")
+               "-Xcompiler", "-fvisibility=hidden", "-o", str(partial), str(PLUGIN_DIR / SOURCES[0])]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise KernelError(f"building {out.name} failed:\n{done.stderr.strip()}")
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
@@ -58,7 +63,11 @@ class CudaKernel:
 
     def __init__(self, library: str | os.PathLike) -> None:
         self.library = Path(library)
-        fn = ctypes.CDLL(str(self.library)).cicm_augment_launch
+        try:
+            fn = ctypes.CDLL(str(self.library)).cicm_augment_launch
+        except (OSError, AttributeError) as exc:
+            raise KernelError(f"{self.library}: not a library exporting cicm_augment_launch ({exc}); rebuild it "
+                              "with build_kernel_library() or the plugin's CMake") from None
         fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
         fn.restype = ctypes.c_int
         self._launch = fn
@@ -78,27 +87,34 @@ class CudaKernel:
             raise KernelError(f"cicm_augment_launch returned {status} ({STATUS.get(status, 'unknown status')})")
 
     def augment(self, features, gamma, anchors, sets, top_k: int = 0):
-        """Run on torch CUDA tensors (torch imported by the caller): features/gamma [B, C|1, H, W]
-        FP32 or FP16, anchors [L, C], sets [L, K, C]. Returns (augmented, route int32 [B, H, W]) on
-        the current stream."""
+        """Run on torch CUDA tensors (torch imported by the caller): features [B, C, H, W] and gamma
+        [B, 1, H, W], both FP32 or both FP16; anchors [L, C] and sets [L, K, C], on the same GPU.
+        Returns (augmented, route int32 [B, H, W]), enqueued on that GPU's current stream."""
         import torch
 
         if not (features.is_cuda and gamma.is_cuda and features.dtype == gamma.dtype
                 and features.dtype in (torch.float32, torch.float16)):
             raise KernelError(f"features and gamma must be CUDA tensors of one type, float32 or float16; got "
                               f"{features.dtype} on {features.device} and {gamma.dtype} on {gamma.device}")
-        features, gamma = features.contiguous(), gamma.contiguous()
-        anchors = anchors.detach().float().contiguous()
-        sets = sets.detach().float().contiguous()
+        elsewhere = [f"{name} on {t.device}" for name, t in (("gamma", gamma), ("anchors", anchors), ("sets", sets))
+                     if t.device != features.device]
+        if elsewhere:
+            raise KernelError(f"all tensors must be on the features' device {features.device}; got "
+                              + ", ".join(elsewhere))
         b, c, h, w = features.shape
         num_sets, set_size = sets.shape[:2]
         if tuple(anchors.shape) != (num_sets, c) or tuple(sets.shape) != (num_sets, set_size, c) \
-                or tuple(gamma.shape) != (b, 1, h, w) or not (anchors.is_cuda and sets.is_cuda):
+                or tuple(gamma.shape) != (b, 1, h, w):
             raise KernelError(f"shapes do not agree: features {list(features.shape)}, gamma {list(gamma.shape)}, "
-                              f"anchors {list(anchors.shape)}, sets {list(sets.shape)} (all on the GPU)")
-        out = torch.empty_like(features)
-        route = torch.empty((b, h, w), dtype=torch.int32, device=features.device)
-        self.launch(features.data_ptr(), gamma.data_ptr(), anchors.data_ptr(), sets.data_ptr(), out.data_ptr(),
-                    route.data_ptr(), (b, c, h, w), num_sets, set_size, top_k,
-                    half=features.dtype == torch.float16, stream=torch.cuda.current_stream().cuda_stream)
+                              f"anchors {list(anchors.shape)}, sets {list(sets.shape)}")
+        with torch.cuda.device(features.device):
+            features, gamma = features.contiguous(), gamma.contiguous()
+            anchors = anchors.detach().float().contiguous()
+            sets = sets.detach().float().contiguous()
+            out = torch.empty_like(features)
+            route = torch.empty((b, h, w), dtype=torch.int32, device=features.device)
+            self.launch(features.data_ptr(), gamma.data_ptr(), anchors.data_ptr(), sets.data_ptr(), out.data_ptr(),
+                        route.data_ptr(), (b, c, h, w), num_sets, set_size, top_k,
+                        half=features.dtype == torch.float16,
+                        stream=torch.cuda.current_stream(features.device).cuda_stream)
         return out, route

@@ -131,6 +131,7 @@ def test_launch_on_a_side_stream_and_an_empty_batch(kernel):
     with torch.no_grad():
         expected, _ = memory(feat, weight)
     stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # the inputs were written on the default stream
     with torch.cuda.stream(stream):
         out, _ = kernel.augment(feat, weight, memory.anchors, memory.sets)
     stream.synchronize()
@@ -146,3 +147,5 @@ def test_a_set_larger_than_the_kernel_takes_is_refused(kernel):
         kernel.augment(feat, weight, anchors, sets)
     with pytest.raises(KernelError, match="shapes do not agree"):
         kernel.augment(feat, weight, anchors[:, :4], sets[:, :4, :4])
+    with pytest.raises(KernelError, match="must be on the features' device cuda:0; got anchors on cpu"):
+        kernel.augment(feat, weight, anchors.cpu(), sets)

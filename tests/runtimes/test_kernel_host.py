@@ -134,3 +134,20 @@ def test_cuda_kernel_compiles(tmp_path, arch):
                            "-o", str(tmp_path / f"kernel_{arch}.o")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / f"kernel_{arch}.o").stat().st_size > 0
+
+
+def test_the_cuda_kernel_library_is_built_whole_or_not_at_all(tmp_path, monkeypatch):
+    """nvcc writes to a temporary name: a failed (or killed) build leaves no library to be loaded later."""
+    from cicm_deploy.runtimes import kernel_cuda
+
+    script = tmp_path / "nvcc"
+    # writes an empty output, as a build killed half way would, then fails
+    script.write_text("#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -o ] && : > \"$2\"; shift; done\n"
+                      "echo 'error: planted' >&2; exit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(kernel_cuda.KernelError, match="planted"):
+        kernel_cuda.build_kernel_library(tmp_path / "out", "90", nvcc=str(script))
+    assert list((tmp_path / "out").iterdir()) == []
+    (tmp_path / "junk.so").write_bytes(b"")
+    with pytest.raises(kernel_cuda.KernelError, match="not a library exporting cicm_augment_launch"):
+        kernel_cuda.CudaKernel(tmp_path / "junk.so")
