@@ -363,7 +363,7 @@ def write_bench(report: BenchReport, out: Path, plot: bool = False) -> list[Path
         partial = path.with_name(path.name + ".part")  # a kill mid-write leaves the last whole copy
         partial.write_text(text + "\n")
         partial.replace(path)
-    if plot:
+    if plot and report.results:  # nothing measured (every backend failed): nothing to plot
         paths.append(plot_latency(report, out.with_name(out.name + ".png")))
     return paths
 

@@ -136,3 +136,21 @@ def test_an_interrupted_bench_keeps_the_cases_it_finished(routed_checkpoint, tmp
     assert [(r["backend"], r["size"]) for r in data["results"]] == [("torch", 32)] and data["finished"] is False
     assert "**Partial**" in (tmp_path / "bench.md").read_text()
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_every_backend_failing_still_writes_the_report_and_says_why(routed_checkpoint, tmp_path, monkeypatch):
+    import cicm_deploy.bench as bench
+
+    def broken(model, backend):
+        def call(feeds):
+            raise RuntimeError("CUDA out of memory")
+        return bench._Case(call)
+
+    monkeypatch.setattr(bench, "_torch_case", broken)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(cli, ["bench", str(routed_checkpoint), "--backend", "torch", "--batch", "1",
+                                      "--size", "32", "--iterations", "2", "-o", str(out), "--plot"])
+    assert result.exit_code == 1, result.output
+    assert "torch failed at batch 1, 32x32: RuntimeError: CUDA out of memory" in result.output
+    assert json.loads((tmp_path / "bench.json").read_text())["results"] == []
+    assert not (tmp_path / "bench.png").exists()
