@@ -11,10 +11,9 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from .kernel_host import PLUGIN_DIR
+from .kernel_host import PLUGIN_DIR, compile_library
 
 SOURCES = ("cicm_augment_kernel.cu", "cicm_augment_kernel.cuh")
 FLOAT32, FLOAT16 = 0, 1  # CicmDataType
@@ -39,23 +38,10 @@ def build_kernel_library(out_dir: str | os.PathLike, arch: str, nvcc: str | None
     nvcc = nvcc or os.environ.get("NVCC") or shutil.which("nvcc")
     if not nvcc:
         raise KernelError("nvcc not found: install the CUDA toolkit (or set NVCC) to build the CICMAugment kernel")
-    out = Path(out_dir) / library_name(arch)
-    newest = max((PLUGIN_DIR / s).stat().st_mtime for s in SOURCES)
-    if out.exists() and out.stat().st_mtime >= newest:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + f".{os.getpid()}.part")  # a killed build leaves no library behind
     # Same flags as the plugin's kernel in CMakeLists.txt: hidden visibility, the launcher exported.
-    command = [nvcc, "-O3", "-std=c++17", "-shared", f"-arch=sm_{arch}", "-lineinfo", "-Xcompiler", "-fPIC",
-               "-Xcompiler", "-fvisibility=hidden", "-o", str(partial), str(PLUGIN_DIR / SOURCES[0])]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise KernelError(f"building {out.name} failed:\n{done.stderr.strip()}")
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    return compile_library([nvcc, "-O3", "-std=c++17", "-shared", f"-arch=sm_{arch}", "-lineinfo", "-Xcompiler",
+                            "-fPIC", "-Xcompiler", "-fvisibility=hidden", str(PLUGIN_DIR / SOURCES[0])],
+                           Path(out_dir) / library_name(arch), SOURCES, KernelError)
 
 
 class CudaKernel:

@@ -24,22 +24,35 @@ class HostKernelError(RuntimeError):
     """The host library cannot be built or a call failed."""
 
 
+def compile_library(command: list[str], out: Path, sources: tuple[str, ...],
+                    error: type[Exception] = HostKernelError) -> Path:
+    """Run ``command + ["-o", OUT]`` unless ``out`` is newer than every plugin source in ``sources``.
+
+    The compiler writes to a temporary name that replaces ``out`` only when it succeeds, so a
+    failed or killed build leaves no library behind to be loaded later.
+    """
+    newest = max((PLUGIN_DIR / s).stat().st_mtime for s in sources)
+    if out.exists() and out.stat().st_mtime >= newest:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + f".{os.getpid()}.part")
+    try:
+        done = subprocess.run(command + ["-o", str(partial)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise error(f"building {out.name} failed:\n{done.stderr.strip()}")
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out
+
+
 def build_host_library(out_dir: str | os.PathLike, compiler: str | None = None) -> Path:
     """Compile the host library into ``out_dir`` (once; rebuilt when a source is newer)."""
     compiler = compiler or os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not compiler:
         raise HostKernelError("no C++ compiler found (install g++ or set CXX) to build the CICMAugment host library")
-    out = Path(out_dir) / LIBRARY_NAME
-    newest = max((PLUGIN_DIR / s).stat().st_mtime for s in SOURCES)
-    if out.exists() and out.stat().st_mtime >= newest:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-               str(PLUGIN_DIR / SOURCES[0]), "-o", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise HostKernelError(f"building {out.name} failed:\n{done.stderr.strip()}")
-    return out
+    return compile_library([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                            str(PLUGIN_DIR / SOURCES[0])], Path(out_dir) / LIBRARY_NAME, SOURCES)
 
 
 class HostKernel:
