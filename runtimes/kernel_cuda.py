@@ -56,7 +56,7 @@ class CudaKernel:
                               "with build_kernel_library() or the plugin's CMake") from None
         fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
         fn.restype = ctypes.c_int
-        self._launch = fn
+        self.function = fn  # the bound cicm_augment_launch (the Python plugin calls it directly)
 
     def launch(self, features: int, gamma: int, anchors: int, sets: int, out: int, route: int | None,
                shape: tuple[int, int, int, int], num_sets: int, set_size: int, top_k: int = 0,
@@ -67,7 +67,7 @@ class CudaKernel:
         sets FP32; route an int32 [B, H, W] pointer or None.
         """
         b, c, h, w = shape
-        status = self._launch(features, gamma, anchors, sets, out, route, b, c, h, w, num_sets, set_size,
+        status = self.function(features, gamma, anchors, sets, out, route, b, c, h, w, num_sets, set_size,
                               top_k, FLOAT16 if half else FLOAT32, stream or None)
         if status != 0:
             raise KernelError(f"cicm_augment_launch returned {status} ({STATUS.get(status, 'unknown status')})")

@@ -10,7 +10,6 @@ library where you can: it needs no Python interpreter in the inference loop and 
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import numpy as np
 
 from cicm_deploy.custom_op import CICM_AUGMENT, MAX_SET_SIZE
 from cicm_deploy.environment import plugin_search_paths
+
+from .kernel_cuda import CudaKernel
 
 KERNEL_ENV_VAR = "CICM_KERNEL_LIBRARY"
 
@@ -35,11 +36,7 @@ def _launcher() -> Any:
     if path is None:
         raise RuntimeError(f"CICMAugment: no CUDA kernel library found (set {KERNEL_ENV_VAR} or build the plugin "
                            "library with CMake in runtimes/plugin)")
-    lib = ctypes.CDLL(str(path))
-    fn = lib.cicm_augment_launch
-    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
-    fn.restype = ctypes.c_int
-    return fn
+    return CudaKernel(path).function  # the launcher's ctypes signature is declared there, once
 
 
 def make_plugin_classes(trt: Any) -> tuple[type, type]:
