@@ -26,6 +26,7 @@ from cicm_deploy.runtimes.kernel_cuda import CudaKernel, build_kernel_library
 
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.cli import default_model_path
+from cicm_deploy.memory import context_weight
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = [(256, 256), (512, 512), (1088, 1920)]
@@ -60,13 +61,11 @@ def frames(height: int, width: int, batch: int):
 
 
 def bottleneck(model, image, mask):
-    (_, memory), = model.memories.items()
-    seen = {}
-    hook = memory.register_forward_hook(lambda m, args, out: seen.update(feat=args[0], weight=args[1]))
+    """The memory and its inputs: the output keeps the features and the predicted ratio gamma."""
+    (key, memory), = model.memories.items()
     with torch.inference_mode():
-        model(image, mask)
-    hook.remove()
-    return memory, seen["feat"], seen["weight"]
+        out = model(image, mask)
+    return memory, out.features[key], context_weight(out.gammas[key], memory.cfg)
 
 
 def block_cases(model, kernel, rounds: int, calls: int) -> list[dict]:

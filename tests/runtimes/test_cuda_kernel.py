@@ -23,7 +23,7 @@ from cicm_deploy.runtimes.reference_op import cicm_augment
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.cli import default_model_path
 from cicm_deploy.config import MemoryConfig
-from cicm_deploy.memory import ContextMemory
+from cicm_deploy.memory import ContextMemory, context_weight
 
 pytestmark = pytest.mark.gpu
 
@@ -50,16 +50,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def memory_inputs(model, image, mask):
-    """The default model's bottleneck features and context weights for real photos."""
-    (memory,) = model.memories.values()
-    seen = {}
-    hook = memory.register_forward_hook(lambda module, args, output: seen.update(feat=args[0], weight=args[1]))
-    try:
-        with torch.no_grad():
-            model(image, mask)
-    finally:
-        hook.remove()
-    return memory, seen["feat"], seen["weight"]
+    """The default model's memory with its inputs for real photos: the bottleneck features and the
+    context weights (the output keeps both, the weight as the predicted ratio gamma)."""
+    (key, memory), = model.memories.items()
+    with torch.no_grad():
+        out = model(image, mask)
+    return memory, out.features[key], context_weight(out.gammas[key], memory.cfg)
 
 
 def golden_batch(height, width, count):
