@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -70,10 +71,6 @@ def section_bench(lines: list[str], name: str = "bench") -> None:
     if (RESULTS / f"{name}.png").exists():
         lines += ["", f"![latency against batch and size](results/{name}.png)"]
     lines.append("")
-
-
-def section_bench_gpu(lines: list[str]) -> None:
-    section_bench(lines, "bench_gpu")
 
 
 def section_cuda_kernel(lines: list[str]) -> None:
@@ -226,10 +223,6 @@ def section_train(lines: list[str], name: str = "train_cost") -> None:
               + f", target {verdict(data['target_met'])}.", ""]
 
 
-def section_train_gpu(lines: list[str]) -> None:
-    section_train(lines, "train_cost_gpu")
-
-
 def section_stream(lines: list[str]) -> None:
     data = open_section(lines, "stream_vs_loop", "Inpainter.stream() vs a per-frame loop (target >= 1.3x)")
     if data is None:
@@ -264,8 +257,9 @@ def main() -> None:
              "one run, because these machines are noisy.", "",
              "GPU figures come from one NVIDIA H100 (its machine had torch 2.11 with CUDA 13, no TensorRT): "
              "PyTorch on the GPU, the fused CICM kernel, training. TensorRT engines have not been timed.", ""]
-    for section in (section_bench, section_bench_gpu, section_cuda_kernel, section_ort, section_fill, section_stream,
-                    section_train, section_train_gpu, section_gpu_train, section_memory):
+    for section in (section_bench, partial(section_bench, name="bench_gpu"), section_cuda_kernel, section_ort,
+                    section_fill, section_stream, section_train, partial(section_train, name="train_cost_gpu"),
+                    section_gpu_train, section_memory):
         section(lines)
     (HERE / "README.md").write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {HERE / 'README.md'}")
