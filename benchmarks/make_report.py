@@ -149,7 +149,9 @@ def section_ort(lines: list[str]) -> None:
                   + ", ".join(f"{k} {v}%" for k, v in ort_ops.items()) + "; PyTorch "
                   + ", ".join(f"{k} {v}%" for k, v in torch_ops.items()) + "."]
     if runs:
-        from ort_vs_torch import history_table  # imports torch: only when there is history to show
+        from ort_vs_torch import (
+            history_table,  # imports torch: only when there is history to show
+        )
 
         lines += [""] + history_table(runs)
     conv = ort_ops.get("Conv", 0.0)
