@@ -189,11 +189,14 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
               show_default=True, help="Inference backend inside the server (auto: from what MODEL is).")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="Engine only: the CICMAugment plugin library it was built with.")
+@click.option("--exit-timeout", default=10, show_default=True, type=click.IntRange(min=0),
+              help="On Ctrl-C or SIGTERM, seconds Triton waits for requests in flight before it exits (an idle "
+                   "client connection holds it for the whole time).")
 @click.option("--verbose", is_flag=True,
               help="Show Triton's and PyTriton's own logs on the console (otherwise Triton's goes to a file, named "
                    "when the server starts and removed after a clean stop).")
 def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | None, max_batch: int, instances: int,
-          queue_delay_us: int, backend: str, plugin: Path | None, verbose: bool) -> None:
+          queue_delay_us: int, backend: str, plugin: Path | None, exit_timeout: int, verbose: bool) -> None:
     """Serve MODEL on Triton Inference Server (PyTriton), over HTTP and gRPC, with metrics.
 
     The model `cicm_inpaint` takes uint8 frames `image` [H, W, 3] and masks `mask` [H, W]
@@ -206,14 +209,17 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         import os
         import signal
         import tempfile
+        import threading
         import time
 
         from cicm_deploy.inpainter import Inpainter
-        from cicm_deploy.runtimes.triton import (ServeConfig, bind_inpainter, check_ports_free, import_pytriton,
+        from cicm_deploy.runtimes.triton import (START_ATTEMPTS, ServeConfig, bind_inpainter, check_ports_free,
+                                                 failure_summary, import_pytriton, instance_handshake_race,
                                                  libpython_first, triton_config)
 
         config = ServeConfig(http_port=port, grpc_port=grpc_port or port + 1, metrics_port=metrics_port or port + 2,
-                             max_batch=max_batch, instances=instances, queue_delay_us=queue_delay_us)
+                             max_batch=max_batch, instances=instances, queue_delay_us=queue_delay_us,
+                             exit_timeout_s=exit_timeout)
         check_ports_free(config)
         import_pytriton()
         from pytriton.triton import Triton
@@ -225,41 +231,62 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
             raise UserError(str(exc).replace("workers > 1", f"--instances {instances}")) from None
         try:
             libpython_first()
+            stop_requested = threading.Event()
 
-            def terminate(signum: int, frame: object) -> None:
-                raise KeyboardInterrupt
+            def stop(signum: int, frame: object) -> None:
+                # The first signal only asks: the start and the serving loop look at the event. Raised
+                # into PyTriton's start, a KeyboardInterrupt is printed and swallowed by the HTTP
+                # client's gevent hub (measured: a SIGTERM just as the model became ready was lost and
+                # the server went on serving). A second signal does not wait.
+                if stop_requested.is_set():
+                    raise KeyboardInterrupt
+                stop_requested.set()
 
-            signal.signal(signal.SIGTERM, terminate)
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
             log_file = None
             if not verbose:  # kept where the server fails, removed after a clean stop
                 handle, name = tempfile.mkstemp(prefix="cicm-deploy-triton-", suffix=".log")
                 os.close(handle)
                 log_file = Path(name)
             where_log = "run with --verbose for its log" if verbose else f"its log: {log_file}"
-            triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
-            stopped_cleanly = False
+            triton = None
             try:
-                bind_inpainter(triton, [inpainter] * instances, config)
-                try:
-                    triton.run()
-                except Exception as exc:  # whatever stops the start (a timeout, a PyTriton error): one line
-                    raise click.ClickException(f"the Triton server did not start ({type(exc).__name__}: {exc}); "
-                                               f"{where_log}") from None
-                info = inpainter.describe()
-                click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
-                           f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
-                           f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
-                           + ("" if verbose else f"Triton's log: {log_file}; ") + "Ctrl-C or SIGTERM stops", err=True)
-                while triton.is_alive():
-                    time.sleep(0.5)
-                raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
-            except KeyboardInterrupt:
-                click.echo("stopping", err=True)
-                stopped_cleanly = True
+                for attempt in range(1, START_ATTEMPTS + 1):
+                    triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
+                    bind_inpainter(triton, [inpainter] * instances, config)
+                    try:
+                        triton.run()
+                        break
+                    except Exception as exc:  # whatever stops the start (a timeout, a PyTriton error): one line
+                        triton.stop()
+                        if stop_requested.is_set():
+                            break
+                        if attempt < START_ATTEMPTS and instances > 1 and instance_handshake_race(str(exc)):
+                            click.echo(f"the model instances did not connect at start ({failure_summary(exc)}): "
+                                       "PyTriton's start-up race between instances; starting again "
+                                       f"(attempt {attempt + 1} of {START_ATTEMPTS})", err=True)
+                            continue
+                        raise click.ClickException(f"the Triton server did not start ({type(exc).__name__}: "
+                                                   f"{failure_summary(exc)}); {where_log}") from None
+                if not stop_requested.is_set():
+                    info = inpainter.describe()
+                    click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
+                               f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
+                               f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
+                               + ("" if verbose else f"Triton's log: {log_file}; ") + "Ctrl-C or SIGTERM stops",
+                               err=True)
+                while triton.is_alive() and not stop_requested.is_set():
+                    time.sleep(0.2)
+                if not stop_requested.is_set():
+                    raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
+                click.echo(f"stopping (requests in flight get up to {exit_timeout} s)", err=True)
             finally:
-                triton.stop()
-                if stopped_cleanly and log_file is not None:  # kept when the server failed
-                    log_file.unlink(missing_ok=True)
+                if triton is not None:
+                    triton.stop()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            if log_file is not None:  # a clean stop; kept when the server failed
+                log_file.unlink(missing_ok=True)
         finally:
             inpainter.close()
         click.echo("stopped", err=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sysconfig
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class ServeConfig:
     max_batch: int = 8  # largest batch Triton's dynamic batcher forms from same-sized requests
     instances: int = 1  # model instances, each running on its own runtime (session or engine)
     queue_delay_us: int = 2000  # how long a request may wait for others to batch with
+    exit_timeout_s: int = 10  # on a stop, how long Triton waits for requests in flight
     model_name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class ServeConfig:
                               f"{self.instances}")
         if self.queue_delay_us < 0:
             raise TritonError(f"the queue delay must not be negative, got {self.queue_delay_us}")
+        if self.exit_timeout_s < 0:
+            raise TritonError(f"the exit timeout must not be negative, got {self.exit_timeout_s}")
 
 
 def check_ports_free(config: ServeConfig) -> None:
@@ -107,6 +111,33 @@ def import_pytriton() -> None:
         raise BackendUnavailableError(
             f"serving needs PyTriton, which is not installed here ({exc}); install it with: "
             "pip install 'cicm-deploy[serve]'") from None
+
+
+START_ATTEMPTS = 3  # starts of the server when its model instances lose PyTriton's start-up race
+
+
+def instance_handshake_race(message: str) -> bool:
+    """Whether a failed start is PyTriton's start-up race between model instances.
+
+    With several instances, every instance after the first asks the first one for its settings
+    over a Unix socket (``get_config_from_handshake_server``), polling only for the socket file:
+    the file appears when the first instance binds it, a moment before it listens, and a loaded
+    machine can stretch that moment (seen as ``ConnectionRefusedError``, once in four CI runs) or
+    delay the file past PyTriton's one second (``Timeout occurred while waiting for config
+    file``). Either way nothing is wrong with the model, and a new start succeeds.
+    """
+    return "get_config_from_handshake_server" in message or "waiting for config file" in message
+
+
+def failure_summary(exc: BaseException) -> str:
+    """One line for a failed start: the message's first line and, where the message carries a
+    server-side traceback (PyTriton passes the model's on), that traceback's last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    raised = [line for line in lines[1:] if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b:?", line)]
+    first = lines[0].replace("Traceback (most recent call last):", "").rstrip(" :")
+    return first + (f" ... {raised[-1]}" if raised and raised[-1] != lines[0] else "")
 
 
 def infer_function(inpainter: Any) -> Callable[..., dict[str, np.ndarray]]:
@@ -151,7 +182,7 @@ def triton_config(config: ServeConfig, log_verbose: int = 0, log_file: Path | No
     # Without an NVIDIA driver, tritonserver's GPU metrics (DCGM) print "Error: Failed to initialize
     # NVML" on the console at start: a false alarm on a CPU server, so they are off there.
     return TritonConfig(http_port=config.http_port, grpc_port=config.grpc_port, metrics_port=config.metrics_port,
-                        log_verbose=log_verbose, log_file=log_file,
+                        log_verbose=log_verbose, log_file=log_file, exit_timeout_secs=config.exit_timeout_s,
                         allow_gpu_metrics=driver_cuda_version() is not None)
 
 

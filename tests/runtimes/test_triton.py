@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from cicm_deploy.cli import cli
-from cicm_deploy.runtimes.triton import (ONNX_MODEL_NAME, TRT_MODEL_NAME, ServeConfig, TritonError, libpython_first,
+from cicm_deploy.runtimes.triton import (ONNX_MODEL_NAME, START_ATTEMPTS, TRT_MODEL_NAME, ServeConfig, TritonError,
+                                         failure_summary, instance_handshake_race, libpython_first,
                                          write_model_repository)
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed: pip install 'cicm-deploy[serve]'")
@@ -206,6 +207,135 @@ def test_serve_names_its_own_option_when_a_checkpoint_cannot_take_instances(rout
     assert "workers" not in result.output
 
 
+# -- starting and stopping (PyTriton replaced by a stand-in) ---------------------------------------
+
+# What `cicm-deploy serve --instances 2` reported when the second instance lost PyTriton's start-up
+# race (reproduced by delaying the first instance's listen() after its bind()).
+HANDSHAKE_RACE = (
+    "[400] load failed for model 'cicm_inpaint': version 1 is at UNAVAILABLE state: Internal: TritonModelException: "
+    "Model initialize error: Traceback (most recent call last):\n"
+    '  File "/tmp/folderX/1/model.py", line 425, in initialize\n'
+    "    inference_handler_config = get_config_from_handshake_server(handshake_socket)\n"
+    '  File "/tmp/folderX/1/communication.py", line 552, in get_config_from_handshake_server\n'
+    "    sock.connect(socket_path.as_posix())\n"
+    "ConnectionRefusedError: [Errno 111] Connection refused\n\n\nAt:\n  /tmp/folderX/1/model.py(454): initialize\n;\n")
+
+
+def test_a_failed_start_is_one_line_with_the_server_side_error():
+    line = failure_summary(RuntimeError(HANDSHAKE_RACE))
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("[400] load failed for model 'cicm_inpaint'")
+    assert line.endswith("ConnectionRefusedError: [Errno 111] Connection refused")
+    assert failure_summary(TimeoutError("Triton Inference Server is not ready after timeout.")) == \
+        "Triton Inference Server is not ready after timeout."
+    assert failure_summary(RuntimeError("")) == "RuntimeError"
+
+
+def test_only_the_instance_handshake_counts_as_the_start_up_race():
+    assert instance_handshake_race(HANDSHAKE_RACE)
+    assert instance_handshake_race("TimeoutError: Timeout occurred while waiting for config file /w/m-config.sock")
+    assert not instance_handshake_race("Triton Inference Server is not ready after timeout.")
+    assert not instance_handshake_race("ConnectionRefusedError: [Errno 111] Connection refused")  # no handshake
+
+
+class StandInTriton:
+    """Records starts; ``failures`` are raised by the next starts; a started server asks its own
+    process to stop (SIGTERM) the first time the serving loop looks at it."""
+
+    failures: list[Exception] = []
+    starts: list["StandInTriton"] = []
+
+    def __init__(self, config):
+        self.config, self.running, self.stops = config, False, 0
+
+    def bind(self, **kwargs):
+        self.instances = len(kwargs["infer_func"])
+
+    def run(self):
+        StandInTriton.starts.append(self)
+        if StandInTriton.failures:
+            raise StandInTriton.failures.pop(0)
+        self.running = True
+
+    def is_alive(self):
+        if self.running:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.running
+
+    def stop(self):
+        self.running = False
+        self.stops += 1
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    pytest.importorskip("pytriton", reason="PyTriton is not installed: pip install 'cicm-deploy[serve]'")
+    monkeypatch.setattr("pytriton.triton.Triton", StandInTriton)
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))  # serve edits it
+    StandInTriton.failures, StandInTriton.starts = [], []
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield StandInTriton
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # serve put its handlers back
+
+
+def _serve(bundle, *extra):
+    http, grpc, metrics = free_ports(3)
+    return CliRunner().invoke(cli, ["serve", str(bundle.path), "--port", str(http), "--grpc-port", str(grpc),
+                                    "--metrics-port", str(metrics), *extra])
+
+
+def test_serve_starts_again_when_instances_lose_pytritons_race(stand_in, bundles):
+    stand_in.failures = [RuntimeError(HANDSHAKE_RACE)]
+    result = _serve(bundles("fp32", "onnx"), "--instances", "2", "--exit-timeout", "4")
+    assert result.exit_code == 0, result.output
+    assert f"starting again (attempt 2 of {START_ATTEMPTS})" in result.output
+    assert "ConnectionRefusedError: [Errno 111] Connection refused" in result.output and "Traceback" not in result.output
+    first, second = stand_in.starts
+    assert first.stops >= 1 and second.stops >= 1  # the failed start was cleaned up before the next
+    assert first.instances == second.instances == 2 and second.config.exit_timeout_secs == 4
+    lines = result.output.splitlines()
+    assert lines[-3].startswith("serving cicm_inpaint") and lines[-2:] == [
+        "stopping (requests in flight get up to 4 s)", "stopped"]
+
+
+def test_serve_gives_up_after_its_attempts_with_one_line(stand_in, bundles):
+    stand_in.failures = [RuntimeError(HANDSHAKE_RACE) for _ in range(START_ATTEMPTS)]
+    result = _serve(bundles("fp32", "onnx"), "--instances", "2")
+    assert result.exit_code == 1 and len(stand_in.starts) == START_ATTEMPTS
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: the Triton server did not start (RuntimeError: [400] load failed")
+    assert "ConnectionRefusedError: [Errno 111] Connection refused); its log: " in last
+    assert "Traceback" not in result.output
+
+
+def test_serve_does_not_retry_other_failures(stand_in, bundles):
+    stand_in.failures = [TimeoutError("Triton Inference Server is not ready after timeout.")]
+    result = _serve(bundles("fp32", "onnx"), "--instances", "2")
+    assert result.exit_code == 1 and len(stand_in.starts) == 1
+    assert "did not start (TimeoutError: Triton Inference Server is not ready after timeout.)" in result.output
+    assert "starting again" not in result.output
+
+
+def test_a_stop_asked_for_during_the_start_is_not_lost(stand_in, bundles):
+    # PyTriton's start may swallow the interrupt (its HTTP client's gevent hub prints and drops it):
+    # the start fails or finishes, and the request to stop still holds
+    stand_in.failures = [ConnectionError("interrupted")]
+    original = StandInTriton.run
+
+    def interrupted_run(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        original(self)
+
+    StandInTriton.run = interrupted_run
+    try:
+        result = _serve(bundles("fp32", "onnx"))
+    finally:
+        StandInTriton.run = original
+    assert result.exit_code == 0, result.output
+    assert len(stand_in.starts) == 1 and "serving" not in result.output
+    assert result.output.splitlines()[-2:] == ["stopping (requests in flight get up to 10 s)", "stopped"]
+
+
 # -- the PyTriton server ---------------------------------------------------------------------------
 
 def free_ports(count: int) -> list[int]:
@@ -230,7 +360,7 @@ def server(bundles, tmp_path_factory):
     exe = Path(sys.executable).with_name("cicm-deploy")
     command = [str(exe) if exe.exists() else shutil.which("cicm-deploy"), "serve", str(bundle.path),
                "--port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", "4",
-               "--instances", "2"]
+               "--instances", "2", "--exit-timeout", "5"]
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     client = httpclient.InferenceServerClient(f"localhost:{http}")
@@ -343,9 +473,13 @@ def test_sigterm_stops_the_server_cleanly(server):
     # tritonserver's own log goes to the file the serving line names, not to the console
     triton_log = Path(re.search(r"Triton's log: (\S+);", server["log"].read_text()).group(1))
     assert f'Started HTTPService at 0.0.0.0:{server["http"]}' in triton_log.read_text()
+    start = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+    # the fixture's client still holds a connection: Triton waits --exit-timeout (5 s) for it,
+    # not its own 30 s; unloading the model takes a few seconds more
+    assert time.monotonic() - start < 25
     log = server["log"].read_text()
-    assert "stopping" in log and log.rstrip().endswith("stopped")
+    assert "stopping (requests in flight get up to 5 s)" in log and log.rstrip().endswith("stopped")
     assert "Started HTTPService" not in log
     assert not triton_log.exists()  # a clean stop leaves no log file behind
