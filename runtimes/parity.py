@@ -120,9 +120,14 @@ def _polygraphy_runner(runtime: Runtime) -> Any:
 
 def check_parity(runtime: Runtime, bundle: Bundle | None = None) -> ParityReport:
     from polygraphy.comparator import Comparator, RunResults
-    from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.comparator.struct import IterationResult
     from polygraphy.logger import G_LOGGER
+
+    try:
+        from polygraphy.comparator.compare import SimpleCompareFunc
+    except ImportError:  # polygraphy before 0.53: the same comparison, as CompareFunc.simple (deprecated since)
+        from polygraphy.comparator import CompareFunc
+        SimpleCompareFunc = CompareFunc.simple
 
     bundle = bundle or runtime.bundle
     goldens = bundle.goldens()
