@@ -45,9 +45,13 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if not inputs.exists():
                 raise UserError(f"{inputs} does not exist") from None
-            why = str(exc).split(" when ")[0]
-            if why.startswith("Cannot load file containing pickled data"):  # numpy's guess for unknown bytes
+            with open(inputs, "rb") as head:
+                magic = head.read(6)
+            # numpy takes bytes it does not recognise for a pickle, in words that change between releases
+            if not magic.startswith((b"PK", b"\x93NUMPY")):
                 why = "its bytes are neither an npz archive nor a numpy array"
+            else:
+                why = str(exc).split(" when ")[0]
             raise UserError(f"{inputs} is not an npz archive of graph inputs (numpy.savez with `image` and `mask`): "
                             f"{why}") from None
         with open_runtime(bundle, plugin=plugin, providers=providers) as runtime:
