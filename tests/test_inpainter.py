@@ -254,7 +254,7 @@ def test_constructor_errors(bundles, routed_checkpoint, tmp_path):
 
 
 def write_clip(path, frames, fps=10):
-    import cv2
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed: pip install 'cicm-deploy[video]'")
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
     for frame in frames:
