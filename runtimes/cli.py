@@ -193,9 +193,10 @@ def build(bundle: Path, output: Path, plugin: Path | None, min_shape: str | None
               show_default=True, help="Inference backend inside the server (auto: from what MODEL is).")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="Engine only: the CICMAugment plugin library it was built with.")
-@click.option("--exit-timeout", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("--exit-timeout", default=10, show_default=True, type=click.IntRange(0, 25),
               help="On Ctrl-C or SIGTERM, seconds Triton waits for requests in flight before it exits (an idle "
-                   "client connection holds it for the whole time).")
+                   "client connection holds it for the whole time; at most 25: PyTriton kills the server 30 s "
+                   "after asking it to stop).")
 @click.option("--verbose", is_flag=True,
               help="Show Triton's and PyTriton's own logs on the console (otherwise Triton's goes to a file, named "
                    "when the server starts and removed after a clean stop).")
@@ -236,60 +237,87 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
         try:
             libpython_first()
             stop_requested = threading.Event()
+            starting = True
 
             def stop(signum: int, frame: object) -> None:
-                # The first signal only asks: the start and the serving loop look at the event. Raised
-                # into PyTriton's start, a KeyboardInterrupt is printed and swallowed by the HTTP
-                # client's gevent hub (measured: a SIGTERM just as the model became ready was lost and
-                # the server went on serving). A second signal does not wait.
-                if stop_requested.is_set():
+                # The first signal only asks: the serving loop, and the start once PyTriton's start
+                # returns, look at the event. A KeyboardInterrupt raised into PyTriton's start is
+                # printed and dropped by its HTTP client's gevent hub (measured: a SIGTERM just as the
+                # model became ready was lost and the server went on serving). A second signal during
+                # the start is raised, for a start that hangs (PyTriton waits up to minutes).
+                if starting and stop_requested.is_set():
                     raise KeyboardInterrupt
                 stop_requested.set()
 
-            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+            def stop_server(server: Any) -> None:
+                try:
+                    server.stop()
+                except Exception as exc:  # what is left behind is PyTriton's workspace: say so, go on
+                    click.echo(f"warning: stopping Triton failed ({type(exc).__name__}: {failure_summary(exc)})",
+                               err=True)
+
             log_file = None
             if not verbose:  # kept where the server fails, removed after a clean stop
                 handle, name = tempfile.mkstemp(prefix="cicm-deploy-triton-", suffix=".log")
                 os.close(handle)
                 log_file = Path(name)
             where_log = "run with --verbose for its log" if verbose else f"its log: {log_file}"
-            triton = None
+            triton, failed_start, clean = None, None, False
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
+                for sig in previous:
+                    signal.signal(sig, stop)
                 for attempt in range(1, START_ATTEMPTS + 1):
+                    if stop_requested.is_set():
+                        break
                     triton = Triton(config=triton_config(config, log_verbose=1 if verbose else 0, log_file=log_file))
                     bind_inpainter(triton, [inpainter] * instances, config)
                     try:
                         triton.run()
+                        failed_start = None
                         break
                     except Exception as exc:  # whatever stops the start (a timeout, a PyTriton error): one line
-                        triton.stop()
+                        failed_start = exc
+                        stop_server(triton)
                         if stop_requested.is_set():
                             break
                         if attempt < START_ATTEMPTS and instances > 1 and instance_handshake_race(str(exc)):
                             click.echo(f"the model instances did not connect at start ({failure_summary(exc)}): "
                                        "PyTriton's start-up race between instances; starting again "
-                                       f"(attempt {attempt + 1} of {START_ATTEMPTS})", err=True)
+                                       f"(start {attempt + 1} of {START_ATTEMPTS})", err=True)
                             continue
                         raise click.ClickException(f"the Triton server did not start ({type(exc).__name__}: "
                                                    f"{failure_summary(exc)}); {where_log}") from None
-                if not stop_requested.is_set():
+                starting = False
+                if failed_start is not None:  # asked to stop while a start was failing: say how it failed
+                    click.echo(f"stopping during the start, which failed ({type(failed_start).__name__}: "
+                               f"{failure_summary(failed_start)}); {where_log}", err=True)
+                elif not stop_requested.is_set():
                     info = inpainter.describe()
                     click.echo(f"serving {config.model_name} ({info.get('backend')}, {info.get('precision')}, "
                                f"{instances} instance(s), max batch {max_batch}) on HTTP :{config.http_port}, "
                                f"gRPC :{config.grpc_port}, metrics http://localhost:{config.metrics_port}/metrics; "
                                + ("" if verbose else f"Triton's log: {log_file}; ") + "Ctrl-C or SIGTERM stops",
                                err=True)
-                while triton.is_alive() and not stop_requested.is_set():
-                    time.sleep(0.2)
-                if not stop_requested.is_set():
-                    raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
-                click.echo(f"stopping (requests in flight get up to {exit_timeout} s)", err=True)
+                    while triton.is_alive() and not stop_requested.is_set():
+                        time.sleep(0.2)
+                    if not stop_requested.is_set():
+                        raise click.ClickException(f"the Triton server stopped unexpectedly ({where_log})")
+                if failed_start is None:
+                    click.echo(f"stopping (requests in flight get up to {exit_timeout} s)", err=True)
+                clean = failed_start is None
             finally:
-                if triton is not None:
-                    triton.stop()
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            if log_file is not None:  # a clean stop; kept when the server failed
+                # The stop is bounded (--exit-timeout, then PyTriton's kill): further signals must not
+                # cut it short, which would leave PyTriton's workspace behind.
+                for sig in previous:
+                    signal.signal(sig, signal.SIG_IGN)
+                try:
+                    if triton is not None:
+                        stop_server(triton)
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+            if clean and log_file is not None:  # kept when the server or its start failed
                 log_file.unlink(missing_ok=True)
         finally:
             inpainter.close()

@@ -6,6 +6,7 @@
 #   lowest  the lowest versions pyproject.toml allows (scripts/lowest-constraints.txt): the core,
 #           export, runtime, reliability and CLI tests.
 # Each gets its own virtual environment (.venv-newest, .venv-lowest), made again on every run.
+# The lowest set needs Python 3.11 or older (numpy 1.24 has no wheels for later ones): PYTHON=python3.11.
 # Usage: bash scripts/check_versions.sh [newest] [lowest]     (both when none is named)
 set -euo pipefail
 cd "$(dirname "$0")/.."

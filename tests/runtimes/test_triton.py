@@ -239,11 +239,14 @@ def test_only_the_instance_handshake_counts_as_the_start_up_race():
 
 
 class StandInTriton:
-    """Records starts; ``failures`` are raised by the next starts; a started server asks its own
+    """Records starts; ``failures`` are raised by the next starts; with ``signal_in_start`` a start
+    sends its own process SIGTERM first. A started server that has not been signalled yet asks its
     process to stop (SIGTERM) the first time the serving loop looks at it."""
 
     failures: list[Exception] = []
     starts: list["StandInTriton"] = []
+    signal_in_start = False
+    signalled = False
 
     def __init__(self, config):
         self.config, self.running, self.stops = config, False, 0
@@ -253,13 +256,20 @@ class StandInTriton:
 
     def run(self):
         StandInTriton.starts.append(self)
+        if StandInTriton.signal_in_start:
+            StandInTriton.sigterm()
         if StandInTriton.failures:
             raise StandInTriton.failures.pop(0)
         self.running = True
 
+    @staticmethod
+    def sigterm():
+        StandInTriton.signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
     def is_alive(self):
-        if self.running:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if self.running and not StandInTriton.signalled:
+            StandInTriton.sigterm()
         return self.running
 
     def stop(self):
@@ -273,6 +283,7 @@ def stand_in(monkeypatch):
     monkeypatch.setattr("pytriton.triton.Triton", StandInTriton)
     monkeypatch.setenv("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))  # serve edits it
     StandInTriton.failures, StandInTriton.starts = [], []
+    StandInTriton.signal_in_start = StandInTriton.signalled = False
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield StandInTriton
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # serve put its handlers back
@@ -284,11 +295,16 @@ def _serve(bundle, *extra):
                                     "--metrics-port", str(metrics), *extra])
 
 
+def _log_named(output: str) -> Path:
+    """The Triton log file a serve run named (it is removed after a clean stop, kept otherwise)."""
+    return Path(re.search(r"(?:its log|Triton's log): (\S+?)[;)]?(?:\s|$)", output).group(1))
+
+
 def test_serve_starts_again_when_instances_lose_pytritons_race(stand_in, bundles):
     stand_in.failures = [RuntimeError(HANDSHAKE_RACE)]
     result = _serve(bundles("fp32", "onnx"), "--instances", "2", "--exit-timeout", "4")
     assert result.exit_code == 0, result.output
-    assert f"starting again (attempt 2 of {START_ATTEMPTS})" in result.output
+    assert f"starting again (start 2 of {START_ATTEMPTS})" in result.output
     assert "ConnectionRefusedError: [Errno 111] Connection refused" in result.output and "Traceback" not in result.output
     first, second = stand_in.starts
     assert first.stops >= 1 and second.stops >= 1  # the failed start was cleaned up before the next
@@ -296,9 +312,10 @@ def test_serve_starts_again_when_instances_lose_pytritons_race(stand_in, bundles
     lines = result.output.splitlines()
     assert lines[-3].startswith("serving cicm_inpaint") and lines[-2:] == [
         "stopping (requests in flight get up to 4 s)", "stopped"]
+    assert not _log_named(lines[-3]).exists()  # a clean stop leaves no log behind
 
 
-def test_serve_gives_up_after_its_attempts_with_one_line(stand_in, bundles):
+def test_serve_gives_up_after_its_starts_with_one_line_and_keeps_the_log(stand_in, bundles):
     stand_in.failures = [RuntimeError(HANDSHAKE_RACE) for _ in range(START_ATTEMPTS)]
     result = _serve(bundles("fp32", "onnx"), "--instances", "2")
     assert result.exit_code == 1 and len(stand_in.starts) == START_ATTEMPTS
@@ -306,6 +323,9 @@ def test_serve_gives_up_after_its_attempts_with_one_line(stand_in, bundles):
     assert last.startswith("Error: the Triton server did not start (RuntimeError: [400] load failed")
     assert "ConnectionRefusedError: [Errno 111] Connection refused); its log: " in last
     assert "Traceback" not in result.output
+    log = _log_named(last)
+    assert log.exists()
+    log.unlink()
 
 
 def test_serve_does_not_retry_other_failures(stand_in, bundles):
@@ -314,26 +334,35 @@ def test_serve_does_not_retry_other_failures(stand_in, bundles):
     assert result.exit_code == 1 and len(stand_in.starts) == 1
     assert "did not start (TimeoutError: Triton Inference Server is not ready after timeout.)" in result.output
     assert "starting again" not in result.output
+    _log_named(result.output).unlink()
 
 
-def test_a_stop_asked_for_during_the_start_is_not_lost(stand_in, bundles):
+def test_a_stop_asked_for_during_a_start_is_not_lost(stand_in, bundles):
     # PyTriton's start may swallow the interrupt (its HTTP client's gevent hub prints and drops it):
-    # the start fails or finishes, and the request to stop still holds
-    stand_in.failures = [ConnectionError("interrupted")]
-    original = StandInTriton.run
-
-    def interrupted_run(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-        original(self)
-
-    StandInTriton.run = interrupted_run
-    try:
-        result = _serve(bundles("fp32", "onnx"))
-    finally:
-        StandInTriton.run = original
+    # once the start returns, the request to stop still holds, and the server never reports serving
+    stand_in.signal_in_start = True
+    result = _serve(bundles("fp32", "onnx"))
     assert result.exit_code == 0, result.output
-    assert len(stand_in.starts) == 1 and "serving" not in result.output
+    assert len(stand_in.starts) == 1 and stand_in.starts[0].stops >= 1 and "serving" not in result.output
     assert result.output.splitlines()[-2:] == ["stopping (requests in flight get up to 10 s)", "stopped"]
+
+
+def test_a_stop_during_a_failing_start_says_how_it_failed_and_keeps_the_log(stand_in, bundles):
+    stand_in.signal_in_start = True
+    stand_in.failures = [RuntimeError(HANDSHAKE_RACE)]
+    result = _serve(bundles("fp32", "onnx"), "--instances", "2")
+    assert result.exit_code == 0, result.output
+    assert len(stand_in.starts) == 1 and "starting again" not in result.output  # stopping wins over a retry
+    line = result.output.splitlines()[-2]
+    assert line.startswith("stopping during the start, which failed (RuntimeError: [400] load failed")
+    log = _log_named(line)
+    assert log.exists()
+    log.unlink()
+
+
+def test_exit_timeout_stays_below_pytritons_kill(bundles):
+    result = CliRunner().invoke(cli, ["serve", str(bundles("fp32", "onnx").path), "--exit-timeout", "26"])
+    assert result.exit_code == 2 and "--exit-timeout" in result.output and "0<=x<=25" in result.output
 
 
 # -- the PyTriton server ---------------------------------------------------------------------------
