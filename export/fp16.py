@@ -3,7 +3,7 @@
 Policy: convolutions, activations, upsampling and the decoder in FP16; kept in FP32:
 * the memory (scores, argmax, softmax, weighted sum, or the CICMAugment node): its scores F.C
   are where magnitudes meet, and routing must not flip on FP16 rounding;
-* the final composite (``Where``): known pixels are copied from the FP32 input, bit for bit;
+* the final composite (``/model/composite/``): known pixels are copied from the FP32 input, bit for bit;
 * graph inputs and outputs, so callers do not change.
 
 A small pass of our own does the conversion. onnxconverter-common's
@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cicm_deploy.custom_op import CICM_AUGMENT
 
-from .onnx_export import memory_scope
+from .onnx_export import COMPOSITE_SCOPE, memory_scope
 
 FP16_MAX = 65504.0
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -32,17 +32,10 @@ FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2)}
 
 
 def fp32_node_names(proto: onnx.ModelProto, levels: list[str]) -> set[str]:
-    """Nodes that stay FP32: every memory node and the node producing the composite (the exporter
-    adds ``constant_computations``)."""
-    scopes = tuple(memory_scope(level) for level in levels)
-    keep = {n.name for n in proto.graph.node if n.name.startswith(scopes) or n.op_type == CICM_AUGMENT.name}
-    producers = {out: n for n in proto.graph.node for out in n.output}
-    composite = producers.get(proto.graph.output[0].name)
-    while composite is not None and composite.op_type in ("Cast", "Identity"):
-        composite = producers.get(composite.input[0])
-    if composite is not None and composite.op_type == "Where":
-        keep.add(composite.name)
-    return keep
+    """Nodes that stay FP32: every memory node and the composite's (the exporter adds
+    ``constant_computations``)."""
+    scopes = tuple(memory_scope(level) for level in levels) + (COMPOSITE_SCOPE,)
+    return {n.name for n in proto.graph.node if n.name.startswith(scopes) or n.op_type == CICM_AUGMENT.name}
 
 
 def constant_computations(proto: onnx.ModelProto) -> set[str]:

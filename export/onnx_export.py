@@ -56,6 +56,9 @@ class ExportGraph(nn.Module):
         return out.composite, out.routes[self.route_level].to(torch.int32)
 
 
+COMPOSITE_SCOPE = "/model/composite/"  # name prefix of the composite's nodes (UNetCICM.composite)
+
+
 def memory_scope(level: int | str) -> str:
     """Name prefix of the ONNX nodes the exporter writes for the memory at ``level``."""
     return f"/model/memories.{level}/"

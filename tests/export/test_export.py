@@ -15,6 +15,7 @@ from cicm_deploy.checkpoint import load_model, save_checkpoint
 from cicm_deploy.config import preset
 from cicm_deploy.custom_op import CICM_AUGMENT
 from cicm_deploy.export.bundle import ExportError, export_bundle
+from cicm_deploy.export.onnx_export import COMPOSITE_SCOPE
 from cicm_deploy.model import UNetCICM
 from cicm_deploy.runtimes.bundle import open_bundle
 from cicm_deploy.runtimes.base import RuntimeInputError
@@ -109,8 +110,11 @@ def test_fp16_graph_types(bundles, routing):
         for name in node.input:
             if types.get(name) in (TensorProto.FLOAT, TensorProto.FLOAT16):
                 assert types[name] == TensorProto.FLOAT, (node.name, name)
-    composite = [n for n in proto.graph.node if n.op_type == "Where"]
-    assert composite and all(types.get(i, TensorProto.FLOAT) != TensorProto.FLOAT16 for i in composite[-1].input)
+    composite = [n for n in proto.graph.node if n.name.startswith(COMPOSITE_SCOPE)]
+    assert {n.op_type for n in composite} == {"Mul", "Sub", "Add"}
+    assert all(types.get(i, TensorProto.FLOAT) == TensorProto.FLOAT for n in composite for i in n.input)
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    assert producers[proto.graph.output[0].name] in composite  # the output comes from the composite itself
 
 
 def test_a_fixed_shape_fp16_bundle_keeps_its_constant_computations_fp32(tmp_path):
