@@ -126,6 +126,27 @@ def section_gpu_train(lines: list[str]) -> None:
               f"{data['torchrun']['images_per_s_at_step_40']} images/s ({data['torchrun']['note']}).", ""]
 
 
+def probe_correlation(runs: list[dict]) -> str:
+    """What the run history says about the ratio and the machine probe taken with each run."""
+    probed = [r for r in runs if r.get("machine")]
+    if len(probed) < 3:
+        return "Too few probed runs to say what the ratio moves with."
+    ratios = [r["ratio"] for r in probed]
+    names = {"sgemm_gflops": "2-thread SGEMM rate", "copy_gb_s": "copy bandwidth",
+             "torch_op_dispatch_us": "PyTorch dispatch time"}
+    corr = {key: statistics.correlation([r["machine"][key] for r in probed], ratios) for key in names}
+    key = max(corr, key=lambda k: abs(corr[k]))
+    fast = sorted(probed, key=lambda r: -r["machine"]["sgemm_gflops"])[: max(2, len(probed) // 3)]
+    return (f"Across the {len(probed)} probed runs the ratio tracks the {names[key]} most closely "
+            f"(Pearson r = {corr[key]:+.2f}; " + ", ".join(f"{names[k]} {v:+.2f}" for k, v in corr.items() if k != key)
+            + f"): the faster this shared 2-core machine computes, the smaller onnxruntime's lead. In the "
+            f"{len(fast)} runs with the fastest SGEMM ({min(r['machine']['sgemm_gflops'] for r in fast):.0f} GFLOP/s "
+            f"and up) the ratio was {min(r['ratio'] for r in fast):.2f}-{max(r['ratio'] for r in fast):.2f}x: with "
+            "the machine at its fastest the target is further off than the median run suggests. Why is not established; one "
+            "reading is that PyTorch, with several times more operator launches and a thread barrier in each, "
+            "loses more to time stolen by other tenants.")
+
+
 def section_ort(lines: list[str]) -> None:
     data = open_section(lines, "ort_vs_torch", "onnxruntime CPU vs PyTorch CPU eager (target >= 1.5x)")
     if data is None:
@@ -162,13 +183,15 @@ def section_ort(lines: list[str]) -> None:
               "both runtimes run as vendor kernels (MLAS vs oneDNN) near this CPU's peak; onnxruntime's are faster "
               "and it saves PyTorch's separate LeakyReLU passes and its framework dispatch per op (the hole fill "
               "alone is several hundred small ops), but the exported graph has little else left to remove. The "
-              "decoder's skip concatenations are exported as two convolutions and an Add, which onnxruntime sums "
-              "in its blocked channel layout; the LeakyReLU after that Add is not one of the activations its "
-              "layout pass fuses, so each decoder level keeps one layout round trip around it (about 1 ms in all, "
-              "profiled; a Concat instead costs the same in copies). The hole fill is three ops per step (see the "
-              "hole fill section). Why the ratio moves between runs on this shared 2-core machine is not settled: "
-              "the probe columns record each run's compute, bandwidth and dispatch speed, and none of them tracks "
-              "the ratio across the runs so far. A bound, from a profile of 2026-11-25: the network's "
+              "decoder's skip concatenations stay Concats where both inputs are convolution outputs (onnxruntime "
+              "keeps them in its blocked channel layout and fuses the LeakyReLU into the convolution after them); "
+              "beside the memory, whose output its MatMuls leave in plain NCHW, the level is written as two "
+              "convolutions and an Add instead, and keeps one layout round trip around its LeakyReLU (not an "
+              "activation onnxruntime's layout pass fuses after an Add). The composite is four exact elementwise "
+              "ops rather than `Where` (0.6 ms at 3x256x256 in onnxruntime). Together these took 2.8 % off "
+              "onnxruntime's time against the previous export (2026-12-03, one process, alternating, 120 calls "
+              "each). The hole fill is three ops per step (see the "
+              "hole fill section). " + probe_correlation(runs) + " A bound, from a profile of 2026-11-25: the network's "
               "convolutions are 2.29 G multiply-adds at 256x256 (the fill's aside), and onnxruntime ran them in "
               "about 29 ms, some 158 GFLOP/s, which is this machine's 2-thread SGEMM rate (the probe column): they "
               "cannot get faster in FP32. Per part, PyTorch against onnxruntime: convolutions 37 against 29 ms "
@@ -189,9 +212,12 @@ def section_ort(lines: list[str]) -> None:
               "this machine's noise;",
               "- `com.microsoft.FusedConv` with its sum input, for the decoder (17 % slower: the blocked layout "
               "does not take it) and for the fill's steps (two ops a step instead of three: no faster);",
-              "- shape annotations that let the decoder's Add fuse into the convolution (0.4 %); the composite as "
-              "arithmetic instead of `Where` (within noise, and it would move the FP16 graph's bit-exact copy of "
-              "the known pixels)."]
+              "- shape annotations that let the decoder's Add fuse into the convolution (0.4 %);",
+              "- the fill's neighbour sum written other ways (2026-12-03, 32 chained steps of 3x8x8 to 3x256x256): "
+              "the depthwise Conv it is (6.8-317 us a step) was the fastest or level at every size, against a "
+              "dense 3-to-3 Conv (6.2-712 us), two 1-D depthwise Convs (10-562 us), Pad + four Slices (16-736 "
+              "us) and two AveragePools (12-589 us); padding the three channels to eight so that the steps run "
+              "in the blocked layout saves 10-30 % a step but needs layout tricks for the anchors and weights."]
     lines.append("")
 
 
