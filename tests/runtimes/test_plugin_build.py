@@ -183,7 +183,8 @@ def test_the_wheel_carries_the_plugin_sources():
     """kernel_host and kernel_cuda compile the sources next to them, so an installed package needs them."""
     tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml with tomllib")
     data = tomllib.loads((PLUGIN_DIR.parent.parent / "pyproject.toml").read_text())
-    patterns = data["tool"]["setuptools"]["package-data"]["cicm_deploy.runtimes"]
-    shipped = {p.name for pattern in patterns for p in PLUGIN_DIR.parent.glob(pattern)}
+    assert "cicm_deploy.runtimes.plugin" in data["tool"]["setuptools"]["packages"]
+    patterns = data["tool"]["setuptools"]["package-data"]["cicm_deploy.runtimes.plugin"]
+    shipped = {p.name for pattern in patterns for p in PLUGIN_DIR.glob(pattern)}
     tracked = {p.name for p in PLUGIN_DIR.iterdir() if p.is_file()}
     assert tracked <= shipped, sorted(tracked - shipped)
