@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, ModelConfig
+from .files import as_if_created
 from .model import UNetCICM
 
 FORMAT_VERSION = 1
@@ -64,6 +65,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        as_if_created(tmp)  # mkstemp's 0600 would keep other users (a server account) out
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

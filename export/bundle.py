@@ -26,6 +26,7 @@ import onnx
 from cicm_deploy import __version__
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.custom_op import CICM_AUGMENT
+from cicm_deploy.files import as_if_created
 from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
                                          sha256_file)
 
@@ -180,6 +181,7 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
         np.savez_compressed(staging / PARITY_FILE, **arrays)
         manifest["files"] = {name: sha256_file(staging / name) for name in (MODEL_FILE, PARITY_FILE)}
         _write_manifest(staging, manifest)
+        as_if_created(staging)  # mkdtemp's 0700 would keep other users (Triton, a board's service) out
         if output.exists():
             shutil.rmtree(output)
         os.replace(staging, output)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 
 import pytest
 import torch
@@ -34,6 +36,17 @@ def test_round_trip_rebuilds_the_same_model(ckpt, model):
         assert torch.equal(loaded(image, mask).composite, model(image, mask).composite)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_checkpoint_gets_the_umask_mode_not_the_temporary_files_0600(tmp_path, model):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "shared.pt", model)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by a server account, as a plain open() makes it
+        os.umask(0o077)
+        assert stat.S_IMODE(save_checkpoint(tmp_path / "private.pt", model).stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_optimizer_state_is_saved(tmp_path, model):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +285,18 @@ def test_plugin_routing_refuses_what_the_op_cannot_express(tmp_path, changes, me
 def test_bad_options(routed_checkpoint, tmp_path, kwargs, message):
     with pytest.raises(ExportError, match=message):
         export_bundle(routed_checkpoint, tmp_path / "b", **kwargs)
+
+
+def test_a_bundle_gets_the_umask_modes_not_the_staging_folders_0700(routed_checkpoint, tmp_path):
+    """Users copy bundles to a board or point Triton at them: other accounts must be able to read them."""
+    old = os.umask(0o022)
+    try:
+        out = export_bundle(routed_checkpoint, tmp_path / "b", check=False).path
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "model.onnx": 0o644, "manifest.json": 0o644, "parity.npz": 0o644}
 
 
 def test_existing_output_needs_force(routed_checkpoint, tmp_path, monkeypatch):
