@@ -348,14 +348,17 @@ def triton_repo(bundle: Path, out: Path, engine: Path | None, plugin: Path | Non
     An `onnx`-routed bundle becomes `cicm_inpaint_onnx` (Triton's onnxruntime backend); with
     --engine, `cicm_inpaint_trt` (its TensorRT backend) is added, and --plugin is copied into
     REPO/plugins/ for the server to preload. Each model gets a config.pbtxt with dynamic
-    batching and an instance group; REPO/README.md gives the server command. These models take
-    the graph's float32 NCHW tensors (H and W multiples of the bundle's stride).
+    batching up to --max-batch (none for a bundle exported with a fixed --batch; an engine's
+    profile can cap it lower: both are reported) and an instance group; REPO/README.md gives the
+    server command. These models take the graph's float32 NCHW tensors (H and W multiples of the
+    bundle's stride).
     """
     def go() -> None:
         from cicm_deploy.runtimes.triton import write_model_repository
 
         written = write_model_repository(bundle, out, engine=engine, plugin=plugin, max_batch=max_batch,
-                                         instances=instances, onnx_kind=f"KIND_{onnx_kind.upper()}", force=force)
+                                         instances=instances, onnx_kind=f"KIND_{onnx_kind.upper()}", force=force,
+                                         on_note=lambda note: click.echo(f"note: {note}", err=True))
         for path in written:
             click.echo(f"wrote {path}")
         click.echo(f"start a server: see {out / 'README.md'}")

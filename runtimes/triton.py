@@ -224,13 +224,17 @@ def _batched(specs: Sequence[dict[str, Any]]) -> bool:
 
 def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLike, *, engine: str | os.PathLike | None = None,
                            plugin: str | os.PathLike | None = None, max_batch: int = 8, instances: int = 1,
-                           onnx_kind: str = "KIND_CPU", queue_delay_us: int = 2000, force: bool = False) -> list[Path]:
+                           onnx_kind: str = "KIND_CPU", queue_delay_us: int = 2000, force: bool = False,
+                           on_note: Callable[[str], None] | None = None) -> list[Path]:
     """Write a model repository for a stock Triton server; returns the ``config.pbtxt`` files written.
 
     The onnxruntime model is written for an ``onnx``-routed bundle; the TensorRT model when an
     ``engine`` (built on the target with ``cicm-deploy build``) is given, with ``plugin`` copied to
     ``REPO/plugins/`` when the engine needs it. A README in the repository gives the server command.
+    Where a model's batching differs from ``max_batch`` (a bundle exported with a fixed batch, an
+    engine whose profile stops lower), ``on_note`` hears why, and the README says it too.
     """
+    notes: list[str] = []
     from .bundle import open_bundle
 
     bundle = open_bundle(bundle_path)
@@ -271,6 +275,11 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
         if bundle.routing == "onnx":
             inputs = bundle.manifest["inputs"]
             batch = max_batch if _batched([*inputs, *outputs]) else 0
+            if not batch:
+                fixed = next(spec["shape"] for spec in inputs if spec["name"] == "image")
+                notes.append(f"bundle {bundle.path.name} was exported with a fixed batch, so {ONNX_MODEL_NAME} gets "
+                             f"max_batch_size 0: no dynamic batching, and every request is exactly image "
+                             f"{_shape_text(fixed)} (--max-batch does not apply; export without --batch to batch)")
             version = staging / ONNX_MODEL_NAME / "1"
             version.mkdir(parents=True)
             shutil.copyfile(bundle.model_path, version / "model.onnx")
@@ -280,6 +289,10 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
         if sidecar is not None:
             profile_max = int(sidecar["profile"]["max"][0])
             batch = min(max_batch, profile_max)
+            if profile_max < max_batch:
+                notes.append(f"engine {Path(engine).name} was built for batches up to {profile_max}, so "
+                             f"{TRT_MODEL_NAME} gets max_batch_size {profile_max}, not --max-batch {max_batch} "
+                             "(rebuild with a larger --max-shape to batch more)")
             version = staging / TRT_MODEL_NAME / "1"
             version.mkdir(parents=True)
             shutil.copyfile(engine, version / "model.plan")
@@ -290,12 +303,15 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
         if plugin is not None:
             (staging / PLUGIN_DIR).mkdir()
             shutil.copyfile(plugin, staging / PLUGIN_DIR / Path(plugin).name)
-        (staging / "README.md").write_text(_repository_readme(out, bundle, sidecar, plugin))
+        (staging / "README.md").write_text(_repository_readme(out, bundle, sidecar, plugin, notes))
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
     return written
 
 
@@ -321,25 +337,40 @@ def _engine_sidecar(engine: str | os.PathLike, bundle: Any) -> dict[str, Any]:
     return sidecar
 
 
-def _repository_readme(out: Path, bundle: Any, sidecar: dict[str, Any] | None, plugin: Any) -> str:
+_AXIS_NAMES = {"batch": "B", "height": "H", "width": "W", "route_height": "h", "route_width": "w"}
+
+
+def _shape_text(shape: Sequence[Any]) -> str:
+    """A manifest shape as the README writes it: fixed sizes as numbers, dynamic axes as letters."""
+    return "[" + ", ".join(str(d) if isinstance(d, int) else _AXIS_NAMES.get(str(d), str(d)) for d in shape) + "]"
+
+
+def _repository_readme(out: Path, bundle: Any, sidecar: dict[str, Any] | None, plugin: Any,
+                       notes: Sequence[str] = ()) -> str:
+    manifest = bundle.manifest
+    tensors = {spec["name"]: _shape_text(spec["shape"]) for spec in [*manifest["inputs"], *manifest["outputs"]]}
+    dynamic = any(not isinstance(d, int) for d in manifest["inputs"][0]["shape"][2:])
     lines = [f"# Triton model repository for {bundle.path.name}", "",
              f"Written by `cicm-deploy triton-repo` from bundle `{bundle.path}` ({bundle.precision}, "
              f"{bundle.routing} routing, stride {bundle.stride}).", "",
-             "Inputs: `image` float32 [B, 3, H, W] in [0, 1], `mask` float32 [B, 1, H, W] (1 = hole); H and W "
-             f"multiples of {bundle.stride}. Output `inpainted` float32 [B, 3, H, W]; `route` is the bottleneck routing.",
+             f"Inputs: `image` float32 {tensors['image']} in [0, 1], `mask` float32 {tensors['mask']} (1 = hole)"
+             + (f"; H and W multiples of {bundle.stride}" if dynamic else "")
+             + f". Output `inpainted` float32 {tensors['inpainted']}"
+             + (f"; `route` int32 {tensors['route']} is the bottleneck routing." if "route" in tensors else "."),
              ""]
-    if sidecar is None:
-        lines += ["Start a stock server:", "", "```", f"tritonserver --model-repository={out.resolve()}", "```"]
-    else:
+    if notes:
+        lines += ["Batching:", "", *[f"- {note}." for note in notes], ""]
+    if sidecar is not None:
         lines += [f"The engine was built with {sidecar['tensorrt_module']} {sidecar['tensorrt_version']} on "
-                  f"{(sidecar.get('gpu') or {}).get('name', 'an unknown GPU')}: the server must use the same TensorRT "
-                  "version and GPU model.", ""]
-        if plugin is not None:
-            lib = (out / PLUGIN_DIR / Path(plugin).name).resolve()
-            lines += ["Preload the CICMAugment plugin (either form):", "", "```",
-                      f"LD_PRELOAD={lib} tritonserver --model-repository={out.resolve()}",
-                      f'tritonserver --model-repository={out.resolve()} --backend-config=tensorrt,plugins="{lib}"',
-                      "```"]
-        else:
-            lines += ["```", f"tritonserver --model-repository={out.resolve()}", "```"]
+                  f"{(sidecar.get('gpu') or {}).get('name', 'an unknown GPU')}: the server must use the same "
+                  "TensorRT version and GPU model.", ""]
+    repo = f"$PWD/{out.name}"  # the commands run from the folder that holds the repository, wherever it is copied
+    lines += [f"Start a stock server from the folder that holds `{out.name}/`:", ""]
+    if plugin is not None:
+        lib = f"{repo}/{PLUGIN_DIR}/{Path(plugin).name}"
+        lines += ["```", f"LD_PRELOAD={lib} tritonserver --model-repository={repo}", "```", "",
+                  "or, preloading the CICMAugment plugin through the TensorRT backend instead:", "",
+                  "```", f'tritonserver --model-repository={repo} --backend-config=tensorrt,plugins="{lib}"', "```"]
+    else:
+        lines += ["```", f"tritonserver --model-repository={repo}", "```"]
     return "\n".join(lines) + "\n"

@@ -83,9 +83,13 @@ def test_static_batch_bundle_gets_max_batch_size_zero(routed_checkpoint, tmp_pat
     from cicm_deploy.export.bundle import export_bundle
 
     bundle = export_bundle(routed_checkpoint, tmp_path / "static", batch=2, static_hw=(64, 64))
-    config = parse_config(write_model_repository(bundle.path, tmp_path / "repo")[0])
+    notes = []
+    config = parse_config(write_model_repository(bundle.path, tmp_path / "repo", max_batch=4, on_note=notes.append)[0])
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
     assert {t.name: list(t.dims) for t in config.input} == {"image": [2, 3, 64, 64], "mask": [2, 1, 64, 64]}
+    assert len(notes) == 1 and "fixed batch" in notes[0] and "[2, 3, 64, 64]" in notes[0]  # --max-batch 4 is not silently dropped
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "`image` float32 [2, 3, 64, 64]" in readme and "multiples of" not in readme and notes[0] in readme
 
 
 def fake_engine(bundle, folder: Path, module: str = "tensorrt", with_plugin: bool = True) -> Path:
@@ -115,8 +119,10 @@ def test_tensorrt_repository_preloads_the_plugin(bundles, tmp_path):
     assert (tmp_path / "repo" / TRT_MODEL_NAME / "1" / "model.plan").read_bytes() == engine.read_bytes()
     assert (tmp_path / "repo" / "plugins" / plugin.name).read_bytes() == plugin.read_bytes()
     readme = (tmp_path / "repo" / "README.md").read_text()
-    assert f"LD_PRELOAD={(tmp_path / 'repo' / 'plugins' / plugin.name).resolve()}" in readme
-    assert "--backend-config=tensorrt,plugins=" in readme
+    # the commands hold no absolute path: they still work once the repository is copied to the server
+    assert f"LD_PRELOAD=$PWD/repo/plugins/{plugin.name} tritonserver --model-repository=$PWD/repo" in readme
+    assert "--backend-config=tensorrt,plugins=" in readme and str(tmp_path) not in readme.split("```", 1)[1]
+    assert "built for batches up to 4" in readme  # --max-batch 8, capped by the profile, is said
 
 
 def test_both_models_from_an_onnx_bundle_and_its_engine(bundles, tmp_path):
