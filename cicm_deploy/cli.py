@@ -8,6 +8,7 @@ one line (what was given, what was expected, how to fix it) and exit with status
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -132,6 +133,10 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
                         "provider and an engine on the GPU it was built for")
     if checkpoint is not None:
         require_torch("inpaint --checkpoint")
+    for name, given in (("photo", image), ("mask", mask)):
+        if output.exists() and given.exists() and os.path.samefile(output, given):
+            raise UserError(f"-o {output} is the input {name}: writing it would replace the original; choose another "
+                            "output path")
 
     def run() -> None:
         from .images import check_same_size, image_format, load_image, load_mask, save_image

@@ -91,9 +91,12 @@ def test_installed_console_script(tmp_path, files, checkpoint):
     ("device-with-bundle", "--device cpu goes with --checkpoint"),
     ("engine-is-a-bundle", "is a directory \\(a bundle\\?\\); run bundles with --bundle"),
     ("bundle-is-a-file", "a bundle is the directory `cicm-deploy export` writes"),
+    ("output-is-the-photo", "is the input photo: writing it would replace the original"),
+    ("output-is-the-mask", "is the input mask: writing it would replace the original"),
 ])
 def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo):
     image, mask = files
+    before = image.read_bytes(), mask.read_bytes()
     out, ckpt = tmp_path / "o.png", checkpoint
     extra = []
     if case == "missing-image":
@@ -118,6 +121,10 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
         extra = ["--plugin", str(tmp_path / "lib.so")]
     elif case == "device-with-bundle":
         extra = ["--device", "cpu"]
+    elif case == "output-is-the-photo":  # through another spelling of the same path
+        out = tmp_path / ".." / tmp_path.name / image.name
+    elif case == "output-is-the-mask":
+        out = mask
     model = ["--checkpoint", ckpt]
     if case == "engine-is-a-bundle":
         model = ["--engine", tmp_path]
@@ -132,6 +139,8 @@ def test_inpaint_user_errors(case, expected, tmp_path, files, checkpoint, photo)
     assert re.search(expected, result.output), result.output
     assert result.output.startswith("Error: ") and result.output.strip().count("\n") == 0
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    if case.startswith("output-is-the-"):
+        assert (image.read_bytes(), mask.read_bytes()) == before
 
 
 @pytest.mark.parametrize("shape", ["0x0x0", "-1x64x64", "1x256"])
