@@ -31,6 +31,11 @@ from typing import Any, Callable
 import numpy as np
 
 ALL_BACKENDS = ("torch", "torch-fp16", "torch-compile", "cuda-graphs", "onnxruntime", "tensorrt")
+# Backends whose first calls of each new shape compile (minutes on a CPU) or record CUDA graphs:
+# they get at least this many untimed calls per case whatever --warmup says, so that no compile
+# is timed as inference.
+COMPILED_BACKENDS = ("torch-compile", "cuda-graphs")
+COMPILED_MIN_WARMUP = 3
 
 
 @dataclass
@@ -224,7 +229,11 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
     skipped = _skip_reasons(backends, kind)
     runnable = [b for b in backends if b not in skipped]
     if not runnable:
-        raise ValueError("nothing to bench here: " + "; ".join(f"{b}: {why}" for b, why in skipped.items()))
+        grouped: dict[str, list[str]] = {}
+        for backend, why in skipped.items():
+            grouped.setdefault(why, []).append(backend)
+        raise ValueError("nothing to bench here: " + "; ".join(f"{', '.join(names)}: {why}"
+                                                               for why, names in grouped.items()))
     if threads:
         if _torch_available():
             import torch
@@ -302,14 +311,16 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     _ = [from_nchw(x[i])[:size, :size] for i in range(batch)]
                     post_times.append((time.perf_counter() - begin) * 1000)
                 for backend, case in list(cases.items()):
-                    progress(f"{backend}: batch {batch}, {size}x{size}")
+                    compiled = backend in COMPILED_BACKENDS
+                    progress(f"{backend}: batch {batch}, {size}x{size}"
+                             + (" (compiling for this shape first: minutes on a CPU)" if compiled else ""))
                     device_peak = None
                     if _cuda():
                         import torch
 
                         torch.cuda.reset_peak_memory_stats()
                     try:
-                        for _ in range(warmup):
+                        for _ in range(max(warmup, COMPILED_MIN_WARMUP) if compiled else warmup):
                             case.call(feeds)
                         times = [case.time_ms(feeds) for _ in range(iterations)]
                     except Exception as exc:  # one backend's failure (a compiler bug, OOM) leaves the others

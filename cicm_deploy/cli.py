@@ -298,7 +298,8 @@ def _int_list(text: str, what: str) -> list[int]:
 @click.option("--size", "sizes", default="256", show_default=True,
               help="Square frame sides, comma-separated (padded up to the model's stride; the report names the "
                    "padded side).")
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed calls per case.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Untimed calls per case (torch-compile and cuda-graphs get at least 3: their first calls compile).")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Timed calls per case.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime (default: all cores).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench"),

@@ -154,3 +154,37 @@ def test_every_backend_failing_still_writes_the_report_and_says_why(routed_check
     assert "torch failed at batch 1, 32x32: RuntimeError: CUDA out of memory" in result.output
     assert json.loads((tmp_path / "bench.json").read_text())["results"] == []
     assert not (tmp_path / "bench.png").exists()
+
+
+def test_compiled_backends_are_never_timed_while_they_compile(routed_checkpoint, monkeypatch):
+    """With --warmup 0 the first calls of torch.compile would be timed as inference (minutes of compile
+    reported as latency): compiled backends get their own untimed calls, the others exactly --warmup."""
+    import cicm_deploy.bench as bench
+
+    calls: dict[str, int] = {}
+    real = bench._torch_case
+
+    def counted(model, backend):
+        case = real(model, "torch")  # the eager path stands in for the compiler: only the call count matters
+
+        def call(feeds):
+            calls[backend] = calls.get(backend, 0) + 1
+            return case.call(feeds)
+        return bench._Case(call)
+
+    monkeypatch.setattr(bench, "_torch_case", counted)
+    messages: list[str] = []
+    run_bench(routed_checkpoint, ["torch", "torch-compile"], [1], [32], warmup=0, iterations=2, progress=messages.append)
+    assert calls == {"torch": 2, "torch-compile": bench.COMPILED_MIN_WARMUP + 2}
+    assert any("torch-compile: batch 1, 32x32 (compiling" in m for m in messages)
+
+
+def test_nothing_to_bench_names_each_reason_once(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"x")
+    (tmp_path / "model.engine.json").write_text("{}")
+    with pytest.raises(ValueError) as info:
+        run_bench(engine, ["torch", "torch-fp16", "onnxruntime"], [1], [32])  # skipped alike on any machine
+    message = str(info.value)
+    assert message.count("an engine runs only on TensorRT") == 1
+    assert "torch, torch-fp16, onnxruntime: an engine runs only on TensorRT" in message
