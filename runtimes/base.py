@@ -116,10 +116,12 @@ class Runtime(ABC):
             if value.ndim != len(shape):
                 raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}, the graph expects "
                                         f"{shape} (rank {len(shape)})")
-            for axis, (want, got) in enumerate(zip(shape, value.shape)):
-                if isinstance(want, int) and want != got:
-                    raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}, the graph expects "
-                                            f"{shape} (axis {axis} must be {want})")
+            wrong = [(axis, want) for axis, (want, got) in enumerate(zip(shape, value.shape))
+                     if isinstance(want, int) and want != got]
+            if wrong:
+                rule = "; ".join(f"axis {axis} must be {want}" for axis, want in wrong)
+                raise RuntimeInputError(f"input {name!r} has shape {list(value.shape)}, the graph expects "
+                                        f"{shape} ({rule})")
             if value.shape[2] % stride or value.shape[3] % stride:
                 raise RuntimeInputError(f"input {name!r} is {value.shape[2]}x{value.shape[3]}; height and width "
                                         f"must be multiples of {stride} (pad it; `cicm-deploy inpaint` and Runtime.infer() pad "

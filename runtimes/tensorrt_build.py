@@ -44,10 +44,10 @@ def import_tensorrt(rtx: bool = False) -> Any:
     name = "tensorrt_rtx" if rtx else "tensorrt"
     if importlib.util.find_spec(name) is None:
         if rtx:
-            raise EngineBuildError("TensorRT for RTX is not installed: pip install tensorrt-rtx-cu13")
+            raise EngineBuildError("TensorRT for RTX is not installed: pip install 'cicm-deploy[rtx]'")
         raise EngineBuildError("TensorRT's Python module is not installed. It comes with JetPack (apt install "
                                "python3-libnvinfer) or NVIDIA's TensorRT install; on an RTX desktop, --rtx uses "
-                               "TensorRT for RTX (pip install tensorrt-rtx-cu13)")
+                               "TensorRT for RTX (pip install 'cicm-deploy[rtx]')")
     if rtx:
         _make_rtx_library_findable()
     return importlib.import_module(name)

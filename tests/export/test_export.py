@@ -200,6 +200,8 @@ def test_static_export(routed_checkpoint, tmp_path):
         assert small.shape == (50, 70, 3)
         with pytest.raises(RuntimeInputError, match="fixed at 64x96 .* the image is 64x100"):
             runtime.infer(np.zeros((64, 100, 3), np.uint8), np.ones((64, 100), bool))
+        with pytest.raises(RuntimeInputError, match=r"axis 0 must be 2; axis 2 must be 64; axis 3 must be 96\)"):
+            runtime.run({"image": np.zeros((1, 3, 32, 48), np.float32), "mask": np.zeros((1, 1, 32, 48), np.float32)})
     with Inpainter(result.path) as inpainter:
         assert np.array_equal(inpainter(frames[1], holes[1]), outs[1])
 
