@@ -56,7 +56,7 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         if image is not None:
             image.close()  # a file that fails to decode must not leak its handle
-        raise ImageError(f"{what} {path} is not a readable image ({exc}); expected png, jpg, webp, bmp or tif") from None
+        raise ImageError(f"{what} {path} is not a readable image ({exc}); expected png, jpg, webp, bmp or tif") from exc
     return image
 
 

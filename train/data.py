@@ -117,6 +117,8 @@ class ImageFolderDataset:
         return self.sample(index, self.rng)
 
     def _skip(self, relative: str, why: Any) -> None:
+        if isinstance(why, BaseException) and why.__cause__ is not None:
+            why = why.__cause__  # the decoder's own words, whether the header check or the full load found it
         if relative not in self.skipped_paths:
             self.skipped_paths.add(relative)
             warnings.warn(f"skipping unreadable image {self.root / relative}: {why}", CICMWarning, stacklevel=3)
