@@ -359,3 +359,17 @@ def test_commands_take_the_current_directory_as_a_bundle(bundles, monkeypatch):
     monkeypatch.chdir(bundles("fp32", "onnx").path)
     result = CliRunner().invoke(cli, ["parity", "."])
     assert result.exit_code == 0 and "PASSED" in result.output, result.output
+
+
+def test_the_readme_recipe_for_run_inputs(bundles, tmp_path):
+    """The README's npz recipe for `cicm-deploy run`, as printed: its python line, then the command."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in readme.split("```bash\n")[1:] if "cicm-deploy run model_fp16 --input in.npz" in b)
+    script = block[block.index('python -c "') + len('python -c "'):block.index('"\ncicm-deploy run')]
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = CliRunner().invoke(cli, ["run", str(bundles("fp16", "onnx").path), "--input", str(tmp_path / "in.npz"),
+                                      "-o", str(tmp_path / "out.npz")])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "out.npz") as out:
+        assert sorted(out) == ["inpainted", "route"] and out["inpainted"].shape == (1, 3, 256, 256)
