@@ -206,7 +206,10 @@ def section_ort(lines: list[str]) -> None:
               "from 4.4 to 2.3 ms, but interleaving the phases costs more than that in onnxruntime "
               "(DepthToSpace 4.9 ms at 16x256x256, profiled; a ConvTranspose interleave or a 4x4 stride-2 "
               "ConvTranspose is no faster; exact interleaves from Concat + Transpose or a 0/1 permutation MatMul "
-              "take 1.2-1.8 ms of kernel time there, against 0.5 ms for the upsampling they replace);",
+              "take 1.2-1.8 ms of kernel time there, against 0.5 ms for the upsampling they replace); measured "
+              "again on 2026-12-03 for the two lower decoder levels, where the maps to interleave are 2-4x "
+              "smaller: the whole model 6 % slower (Stack + Flatten or Stack + Transpose interleaves), 9 % with "
+              "PixelShuffle, 13 % at all three levels;",
               "- a fixed-shape bundle (`--static 256x256 --batch 1`), which lets onnxruntime fold the shape "
               "arithmetic and the fill's neighbour counts: +5 %, +0.5 % and -1.5 % in three A/B runs, i.e. within "
               "this machine's noise;",
