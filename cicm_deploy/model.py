@@ -149,21 +149,19 @@ def _relax(values: torch.Tensor, anchor: torch.Tensor, free: torch.Tensor, steps
     return values
 
 
-def _decoder_conv(layer: nn.Sequential, a: torch.Tensor, b: torch.Tensor, split: bool) -> torch.Tensor:
-    """``layer(cat([a, b]))`` for a Conv2d + activation ``layer``, written for an exported graph.
+def _split_concat_conv(layer: nn.Sequential, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``layer(cat([a, b]))`` for a Conv2d + activation ``layer``, as two convolutions summed.
 
-    onnxruntime's CPU convolutions run in a blocked channel layout (NCHWc). A channel Concat of two
-    blocked tensors stays blocked, and the convolution after it takes the activation: the natural
-    graph, and the fastest where both inputs are convolution outputs. Where one input is not (the
-    first decoder level reads the memory's output, which its MatMuls left in plain NCHW), the
-    Concat would cost a layout round trip: there (``split``) the layer is written as two
-    convolutions summed, each reading its input in the layout it has. Concat at every level but
-    that one ran 2 % faster than splitting all three (the split everywhere: 3-7 % faster than
-    Concat everywhere with an older onnxruntime; the two are level with 1.32), 2026-12-03, default
-    model, 256x256, 2 threads. Same result up to float rounding.
+    For exported graphs, where one input comes from a memory. onnxruntime's CPU convolutions run
+    in a blocked channel layout (NCHWc); a channel Concat of two blocked tensors stays blocked and
+    the convolution after it takes the activation, so the plain Concat is fastest where both
+    inputs are convolution outputs. The memory's output is plain NCHW (its MatMuls), and a Concat
+    with it would cost a layout round trip: there each convolution reads its input in the layout
+    it has. Concat at every level but the memory's ran 2 % faster than splitting all three
+    (2026-12-03, onnxruntime 1.32, default model, 256x256, 2 threads; the split everywhere was
+    3-7 % faster than Concat everywhere with an older onnxruntime, level with 1.32). Same result
+    up to float rounding.
     """
-    if not split:
-        return layer(torch.cat([a, b], dim=1))
     conv, act = layer[0], layer[1]
     channels = int(a.shape[1])
     y = F.conv2d(a, conv.weight[:, :channels], None, conv.stride, conv.padding)
@@ -281,13 +279,12 @@ class UNetCICM(nn.Module):
             skips.append(x)
         skips.pop()  # the bottleneck itself
         exporting = torch.onnx.is_in_onnx_export()
-        augmented = {str(level) for level in self.config.cicm_levels}
+        levels = self.config.cicm_levels
         for index, block in enumerate(self.up):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-            skip_level = self.config.depth - 1 - index
-            if exporting:  # split where an input comes from a memory, not from a convolution
-                split = (index == 0 and str(self.config.depth) in augmented) or str(skip_level) in augmented
-                x = block[1](_decoder_conv(block[0], x, skips.pop(), split))
+            # exported graphs split where an input comes from a memory, not from a convolution
+            if exporting and ((index == 0 and self.config.depth in levels) or self.config.depth - 1 - index in levels):
+                x = block[1](_split_concat_conv(block[0], x, skips.pop()))
             else:
                 x = block(torch.cat([x, skips.pop()], dim=1))
         if self.config.output == "residual":
