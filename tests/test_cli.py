@@ -155,6 +155,13 @@ def test_init_refuses_to_overwrite(checkpoint):
     assert result.exit_code == 2 and "pass --force" in result.output
 
 
+@pytest.mark.parametrize("name", ["photo.png", "model.ONNX", "model.engine"])
+def test_init_refuses_a_name_that_is_not_a_checkpoints(name, tmp_path):
+    result = run("init", tmp_path / name)
+    assert result.exit_code == 2 and "not a checkpoint" in result.output and ".pt" in result.output, result.output
+    assert not (tmp_path / name).exists() and list(tmp_path.iterdir()) == []
+
+
 def test_init_unknown_preset(tmp_path):
     result = run("init", tmp_path / "x.pt", "--preset", "huge")
     assert result.exit_code == 2 and "unknown preset 'huge'" in result.output
