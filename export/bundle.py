@@ -105,6 +105,8 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
                           "another -o")
     if output.exists() and not force:
         raise ExportError(f"{output} exists; pass --force to replace it or choose another directory")
+    if output.exists():
+        _check_replaceable(output)
     progress("loading checkpoint")
     model, data = load_model(checkpoint, map_location="cpu")
     check_options(model, routing, opset, static_hw, batch)
@@ -196,6 +198,18 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
             manifest["parity"]["export_check"] = result.parity.to_dict()
             _write_manifest(output, manifest)
     return result
+
+
+def _check_replaceable(output: Path) -> None:
+    """--force replaces an earlier bundle (or an empty folder), never a folder of other files."""
+    if not output.is_dir():
+        raise ExportError(f"{output} is a file, not a bundle directory; choose another -o")
+    if (output / MANIFEST_FILE).is_file() or not any(output.iterdir()):
+        return
+    names = sorted(entry.name for entry in output.iterdir())
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise ExportError(f"{output} is not an export bundle (no {MANIFEST_FILE}; it holds {shown}): --force replaces "
+                      "only an earlier bundle; choose another -o (e.g. a new folder)")
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
 @click.option("--static", "static", metavar="HxW", help="Fix height and width (default: dynamic).")
 @click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime parity check after writing.")
-@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--force", is_flag=True, help="Replace an earlier bundle at OUTPUT (never a folder of other files).")
 def export(checkpoint: Path, output: Path | None, fp16: bool, routing: str, opset: int, static: str | None,
            batch: int | None, no_check: bool, force: bool) -> None:
     """Export a checkpoint to a bundle: model.onnx, manifest.json, parity.npz.

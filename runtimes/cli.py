@@ -340,7 +340,7 @@ def serve(model: Path, port: int, grpc_port: int | None, metrics_port: int | Non
               help="Instances per model (instance_group count).")
 @click.option("--onnx-kind", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="Where the onnxruntime model's instances run.")
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--force", is_flag=True, help="Replace an earlier repository at OUT (never a folder of other files).")
 def triton_repo(bundle: Path, out: Path, engine: Path | None, plugin: Path | None, max_batch: int, instances: int,
                 onnx_kind: str, force: bool) -> None:
     """Write a Triton model repository for a stock `tritonserver` from BUNDLE.

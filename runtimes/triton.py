@@ -246,8 +246,16 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
     if out == Path.cwd() or out in Path.cwd().parents:  # the repository replaces OUT as a whole
         raise TritonError(f"{out} holds the current directory, which the repository would replace; choose "
                           "another -o (e.g. -o model_repository)")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise TritonError(f"{out} exists and is not empty; choose another -o or pass --force to replace it")
+    for what, path in (("bundle", bundle.path), ("engine", engine), ("plugin library", plugin)):
+        if path is not None and (Path(path).resolve().is_relative_to(out) or out.is_relative_to(Path(path).resolve())):
+            raise TritonError(f"-o {out} and the {what} {path} overlap: the repository replaces OUT as a whole; "
+                              "choose a separate -o (e.g. -o model_repository)")
+    if out.exists() and not out.is_dir():
+        raise TritonError(f"{out} is a file, not a model repository; choose another -o")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise TritonError(f"{out} exists and is not empty; choose another -o or pass --force to replace it")
+        _check_replaceable(out)
     sidecar = _engine_sidecar(engine, bundle) if engine is not None else None
     if bundle.routing != "onnx" and sidecar is None:
         raise TritonError(
@@ -313,6 +321,17 @@ def write_model_repository(bundle_path: str | os.PathLike, out: str | os.PathLik
         if on_note is not None:
             on_note(note)
     return written
+
+
+def _check_replaceable(out: Path) -> None:
+    """--force replaces a model repository (README.md, plugins/, model folders with a config.pbtxt), nothing else."""
+    strangers = sorted(entry.name for entry in out.iterdir()
+                       if not (entry.name == "README.md" and entry.is_file()) and not (entry.name == PLUGIN_DIR and entry.is_dir())
+                       and not (entry.is_dir() and (entry / "config.pbtxt").is_file()))
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+        raise TritonError(f"{out} is not a model repository ({shown} would be deleted): --force replaces only an "
+                          "earlier repository; choose another -o (e.g. a new folder)")
 
 
 def _engine_sidecar(engine: str | os.PathLike, bundle: Any) -> dict[str, Any]:

@@ -319,6 +319,26 @@ def test_existing_output_needs_force(routed_checkpoint, tmp_path, monkeypatch):
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine" and inside.exists()
 
 
+def test_force_replaces_only_an_earlier_bundle(routed_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "notes.txt"):
+        (folder / name).write_text(name)
+    with pytest.raises(ExportError, match=r"not an export bundle \(no manifest.json; it holds a.jpg, b.jpg, c.jpg "
+                                          r"and 1 more\)"):
+        export_bundle(routed_checkpoint, folder, force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "b.jpg", "c.jpg", "notes.txt"]
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ExportError, match="is a file, not a bundle directory"):
+        export_bundle(routed_checkpoint, tmp_path / "file", force=True)
+    assert (tmp_path / "file").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    bundle = export_bundle(routed_checkpoint, tmp_path / "empty", force=True, check=False).path
+    (bundle / "stale.txt").write_text("from before")  # an earlier bundle is replaced as a whole
+    export_bundle(routed_checkpoint, bundle, force=True, check=False)
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx", "parity.npz"]
+
+
 @pytest.mark.parametrize("hole_fill", ["push-pull", "smooth-push-pull", "harmonic"])
 def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill, diversified):
     torch.manual_seed(0)

@@ -168,8 +168,21 @@ def test_repository_errors_are_one_clear_line(bundles, tmp_path):
     with pytest.raises(TritonError, match="--force"):
         write_model_repository(onnx_bundle.path, tmp_path / "full")
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
-    write_model_repository(onnx_bundle.path, tmp_path / "full", force=True)
-    assert not (tmp_path / "full" / "keep.txt").exists()
+    with pytest.raises(TritonError, match=r"not a model repository \(keep.txt would be deleted\)"):
+        write_model_repository(onnx_bundle.path, tmp_path / "full", force=True)  # --force replaces repositories only
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    repo = tmp_path / "repo"
+    write_model_repository(onnx_bundle.path, repo)
+    (repo / ONNX_MODEL_NAME / "1" / "stale.onnx").write_text("from before")
+    write_model_repository(onnx_bundle.path, repo, force=True)  # an earlier repository is replaced as a whole
+    assert not (repo / ONNX_MODEL_NAME / "1" / "stale.onnx").exists() and (repo / "README.md").is_file()
+    for out in (onnx_bundle.path, onnx_bundle.path / "repo", onnx_bundle.path.parent):  # the bundle is never deleted
+        with pytest.raises(TritonError, match="overlap"):
+            write_model_repository(onnx_bundle.path, out, force=True)
+    assert (onnx_bundle.path / "manifest.json").is_file()
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(TritonError, match="is a file, not a model repository"):
+        write_model_repository(onnx_bundle.path, tmp_path / "a-file", force=True)
 
 
 def test_triton_repo_command(bundles, tmp_path, monkeypatch):
