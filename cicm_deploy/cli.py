@@ -262,7 +262,7 @@ def video(source: Path, target: Path, mask_path: Path | None, boxes_path: Path |
 
         from .images import load_mask
         from .inpainter import Inpainter
-        from .video import VideoError, check_mask, check_paths, inpaint_video, load_boxes, probe
+        from .video import VideoError, boxes_warnings, check_mask, check_paths, inpaint_video, load_boxes, probe
 
         try:
             info = probe(source)
@@ -270,16 +270,25 @@ def video(source: Path, target: Path, mask_path: Path | None, boxes_path: Path |
             mask = load_mask(mask_path, invert=mask_invert) if mask_path is not None else None
             check_mask(mask, info)  # before the model and the progress bar
             boxes = load_boxes(boxes_path, info.width, info.height) if boxes_path is not None else None
+            warned = boxes_warnings(boxes, info.width, info.height, info.frames) if boxes is not None else []
+            for note in warned:
+                click.echo(f"warning: {boxes_path}: {note}", err=True)
             path = model_path or default_model_path()
             with Inpainter(path, plugin=plugin) as inpainter, \
                     tqdm(total=info.frames or None, unit="frame", desc="inpainting") as bar:
                 try:
-                    return inpaint_video(inpainter, source, target, mask=mask, boxes=boxes, batch_size=batch_size,
-                                         on_frame=lambda n: bar.update(1))
+                    written = inpaint_video(inpainter, source, target, mask=mask, boxes=boxes,
+                                            batch_size=batch_size, on_frame=lambda n: bar.update(1))
                 except KeyboardInterrupt:
                     bar.close()
-                    click.echo(f"stopped after {bar.n} frames; {target} holds them and plays", err=True)
+                    click.echo(f"stopped after {bar.n} frames; {target} holds them and plays" if bar.n else
+                               f"stopped before the first frame; {target} was not written", err=True)
                     raise SystemExit(130) from None
+            if boxes is not None and written != info.frames:  # the container's frame count was unknown or wrong
+                for note in boxes_warnings(boxes, info.width, info.height, written):
+                    if note not in warned:
+                        click.echo(f"warning: {boxes_path}: {note}", err=True)
+            return written
         except (VideoError, ValueError) as exc:
             raise UserError(str(exc)) from None
 

@@ -278,11 +278,13 @@ def test_video_command_with_mask_and_boxes(tmp_path, frames, masks, bundles):
     assert result.exit_code == 0, result.output
     assert count_frames(out) == len(frames)
     boxes = tmp_path / "boxes.jsonl"
-    boxes.write_text("\n".join(json.dumps({"frame": i, "boxes": [[5, 5, 20, 18]]}) for i in (0, 3)))
+    boxes.write_text("\n".join(json.dumps({"frame": i, "boxes": [[5, 5, 20, 18]]}) for i in (0, 3, 500)))
     out2 = tmp_path / "out2.avi"
     result = CliRunner().invoke(cli, ["video", str(clip), str(out2), "--boxes", str(boxes), "--model",
                                       str(bundles("fp32", "onnx").path), "--batch", "2"])
     assert result.exit_code == 0, result.output
+    assert result.output.count(f"warning: {boxes}: 1 frame(s) of the boxes file are past the video's last frame "
+                               f"{len(frames) - 1} (e.g. frame 500)") == 1, result.output
     from cicm_deploy.video import read_frames
 
     source, written = list(read_frames(clip)), list(read_frames(out2))
@@ -323,6 +325,29 @@ def test_boxes_file_and_masks(tmp_path):
     path.write_text("frame 2")
     with pytest.raises(VideoError, match=":1: expected"):
         load_boxes(path, 56, 40)
+    for frame in ('1.5', '"3"', '-1', 'true'):
+        path.write_text('{"frame": %s, "boxes": [[1, 2, 3, 4]]}' % frame)
+        with pytest.raises(VideoError, match=':1: "frame" must be a frame index'):
+            load_boxes(path, 56, 40)
+    path.write_text('{"frame": 0, "boxes": [[10.5, 10, 60.2, 60], [1, 2, 3.0, 4]]}')
+    assert load_boxes(path, 56, 40) == {0: [(10, 10, 61, 60), (1, 2, 3, 4)]}  # rounded outward: nothing peeks out
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(VideoError, match=f"boxes file {path} is not text"):
+        load_boxes(path, 56, 40)
+
+
+def test_boxes_that_hide_nothing_are_reported():
+    from cicm_deploy.video import boxes_warnings
+
+    assert boxes_warnings({0: [(5, 5, 20, 18)], 3: [(-4, 0, 2, 3)]}, 56, 40, 24) == []
+    assert boxes_warnings({}, 56, 40, 24) == ["the boxes file has no boxes: every frame is copied through without a "
+                                              "hole"]
+    notes = boxes_warnings({500: [(5, 5, 20, 18)], 30: [(1, 1, 2, 2)], 2: [(60, 0, 80, 40), (0, -9, 5, 0)]}, 56, 40, 24)
+    assert notes == ["2 frame(s) of the boxes file are past the video's last frame 23 (e.g. frame 30): their boxes "
+                     "hide nothing",
+                     "2 box(es) lie wholly outside the 56x40 picture (e.g. [60, 0, 80, 40] on frame 2): they hide "
+                     "nothing"]
+    assert boxes_warnings({500: [(5, 5, 20, 18)]}, 56, 40, 0) == []  # an unknown frame count: checked after the run
 
 
 def test_inpaint_video_hands_each_frame_its_boxes(tmp_path, frames):
@@ -353,6 +378,30 @@ def test_inpaint_video_hands_each_frame_its_boxes(tmp_path, frames):
     with pytest.raises(RuntimeError, match="the model failed"):
         inpaint_video(Broken(), clip, tmp_path / "failed.avi", boxes={})
     assert not (tmp_path / "failed.avi").exists()  # no empty file left behind
+
+    class FailsLater:
+        def stream(self, source, masks, batch_size):
+            for index, frame in enumerate(source):
+                if index == 3:
+                    raise RuntimeError("the model failed at frame 3")
+                yield frame
+
+    previous = (tmp_path / "out.avi").read_bytes()
+    with pytest.raises(RuntimeError, match="at frame 3"):
+        inpaint_video(FailsLater(), clip, tmp_path / "out.avi", boxes={})
+    assert (tmp_path / "out.avi").read_bytes() == previous  # the earlier run's output is untouched
+
+    class Interrupted:
+        def stream(self, source, masks, batch_size):
+            for index, frame in enumerate(source):
+                if index == 2:
+                    raise KeyboardInterrupt
+                yield frame
+
+    with pytest.raises(KeyboardInterrupt):
+        inpaint_video(Interrupted(), clip, tmp_path / "out.avi", boxes={})
+    assert count_frames(tmp_path / "out.avi") == 2  # Ctrl-C: the frames written so far, playable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi", "out.avi"]  # no partial file left
 
     import cicm_deploy.video as video
 
