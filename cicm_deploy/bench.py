@@ -347,11 +347,14 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
 REPORT_SUFFIXES = (".json", ".md", ".png")
 
 
-def report_prefix(out: Path, name: str = "bench") -> Path:
-    """Where ``-o`` puts the report files: OUT.json/.md/.png; in OUT/NAME.* for a folder; a report
-    suffix given is dropped (results/run.json -> results/run.*), other dots are kept (run.v2.*).
+def report_prefix(out: str | os.PathLike, name: str = "bench") -> Path:
+    """Where ``-o`` puts the report files: OUT.json/.md/.png; in OUT/NAME.* for a folder (one that
+    exists, or any OUT written with a trailing slash); a report suffix given is dropped
+    (results/run.json -> results/run.*), other dots are kept (run.v2.*).
     Raises ValueError when the folder cannot be made or written (checked before any measurement)."""
-    if out.is_dir():
+    folder = isinstance(out, str) and out.endswith(("/", os.sep))
+    out = Path(out)
+    if folder or out.is_dir():
         out = out / name
     elif out.suffix in REPORT_SUFFIXES:
         out = out.with_suffix("")

@@ -193,7 +193,7 @@ def default_model_path() -> Path:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("out/demo.png"),
               show_default=True, help="Where to write the before/after picture.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Use this checkpoint instead of the default model.")
-@click.option("--seed", default=7, show_default=True, help="Seed of the generated mask.")
+@click.option("--seed", default=7, show_default=True, type=click.IntRange(min=0), help="Seed of the generated mask.")
 def demo(output: Path, checkpoint: Path | None, seed: int) -> None:
     """Inpaint the shipped demo photo under a generated mask with the default model.
 
@@ -318,11 +318,11 @@ def _int_list(text: str, what: str) -> list[int]:
               help="Untimed calls per case (torch-compile and cuda-graphs get at least 3: their first calls compile).")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1), help="Timed calls per case.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch and onnxruntime (default: all cores).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("benchmarks/results/bench"),
-              show_default=True, help="Report path without suffix (.json, .md, .png).")
+@click.option("-o", "--out", type=click.Path(), default="out/bench", show_default=True,
+              help="Report path without suffix (.json, .md, .png), or a folder (existing, or ending in /).")
 @click.option("--plot", is_flag=True, help="Also plot latency against batch and size (needs matplotlib).")
 def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, iterations: int,
-          threads: int | None, out: Path, plot: bool) -> None:
+          threads: int | None, out: str, plot: bool) -> None:
     """Latency and throughput of each backend on a checkpoint or a bundle, side by side.
 
     Like trtexec's summary: latency min/median/p90/p99 of the inference alone, images/s, host
@@ -337,12 +337,12 @@ def bench(target: Path, backends: str, batches: str, sizes: str, warmup: int, it
         if not chosen:
             raise UserError(f"--backend {backends!r} names no backend; e.g. --backend torch,onnxruntime")
         try:
-            report_prefix(out)  # an unwritable -o fails here, not after the measurement
+            prefix = report_prefix(out)  # an unwritable -o fails here, not after the measurement
             report = run_bench(target, chosen, _int_list(batches, "--batch"), _int_list(sizes, "--size"),
                                warmup=warmup, iterations=iterations, threads=threads,
                                progress=lambda message: click.echo(f"  {message}...", err=True),
-                               on_case=lambda partial: write_bench(partial, out))  # kept if interrupted
-            paths = write_bench(report, out, plot=plot)
+                               on_case=lambda partial: write_bench(partial, prefix))  # kept if interrupted
+            paths = write_bench(report, prefix, plot=plot)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         for line in report.markdown():

@@ -67,6 +67,9 @@ def test_bench_report_paths(tmp_path):
     assert report_prefix(tmp_path / "run.v2") == tmp_path / "run.v2"  # other dots are kept
     assert report_prefix(tmp_path / "results" / "run.json") == tmp_path / "results" / "run"
     assert report_prefix(tmp_path) == tmp_path / "bench"  # a folder: the report goes inside
+    assert report_prefix(f"{tmp_path}/new/") == tmp_path / "new" / "bench"  # a trailing slash names a folder to be
+    assert report_prefix(f"{tmp_path}/new/", "quality") == tmp_path / "new" / "quality"
+    assert not (tmp_path / "new").exists()
     assert not (tmp_path / "results").exists()  # checking creates nothing
 
 

@@ -171,6 +171,7 @@ def test_init_unknown_preset(tmp_path):
     (["eval", "CKPT", "--data", "DATA", "--per-bin", "0"], "--per-bin"),
     (["eval", "CKPT", "--data", "DATA", "--size", "-5"], "--size"),
     (["bench", "CKPT", "--iterations", "0"], "--iterations"),
+    (["demo", "--seed", "-1"], "--seed"),
     (["bench", "CKPT", "--threads", "-2"], "--threads"),
     (["video", "a.mp4", "b.mp4", "--batch", "0"], "--batch"),
     (["serve", "CKPT", "--instances", "0"], "--instances"),

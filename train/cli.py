@@ -209,13 +209,14 @@ def _predictor(target: Path) -> Any:
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Also evaluate OpenCV's Telea and Navier-Stokes inpainting and the exact harmonic fill.")
 @click.option("--name", "names", multiple=True, help="Label for each target, in order (default: file names).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("reports/quality"), show_default=True,
-              help="Report path without suffix: writes .json, .md and _examples.png.")
+@click.option("-o", "--out", type=click.Path(), default="out/quality", show_default=True,
+              help="Report path without suffix: writes .json, .md and _examples.png (a folder, existing or "
+                   "ending in /: its quality.*).")
 @click.option("--examples", default=4, show_default=True, type=click.IntRange(min=0), help="Rows in the example grid.")
 @click.option("--title", default="Inpainting quality", show_default=True, help="Report title.")
 @click.option("--note", "extra_notes", multiple=True, help="A paragraph to add to the report (repeatable).")
 def evaluate_cmd(targets: tuple[Path, ...], data_dir: Path, split: str, val_fraction: float, size: int, per_bin: int,
-                 baselines: bool, names: tuple[str, ...], out: Path, examples: int, title: str,
+                 baselines: bool, names: tuple[str, ...], out: str, examples: int, title: str,
                  extra_notes: tuple[str, ...]) -> None:
     """Measure PSNR, SSIM and L1 per hole-ratio bin for checkpoints or bundles.
 
