@@ -137,9 +137,24 @@ def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: b
                       CICMWarning, stacklevel=3)
 
 
+PHOTO_LIKE_SHARE = 0.25  # a mask with more of its pixels mid-grey than this is likely a photo given as the mask
+
+
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
-    """Read a mask file as bool [H, W], True = hole (white); ``invert`` for black holes."""
-    return mask_from_image(_open(path, "mask"), invert, f"mask {path}", zero_one_fix=ZERO_ONE_FILE_FIX)
+    """Read a mask file as bool [H, W], True = hole (white); ``invert`` for black holes.
+
+    Warns when the file looks like a photo (a quarter or more of its pixels neither near black
+    nor near white): the photo and the mask swapped on a command line would otherwise run silently.
+    """
+    image = _open(path, "mask")
+    if image.mode not in ("1", "F") and not image.mode.startswith("I"):  # 16-bit and float: refused or rescaled later
+        gray = np.asarray(image.convert("RGB").convert("L"))
+        share = float(((gray >= 32) & (gray < 224)).mean())
+        if share >= PHOTO_LIKE_SHARE and gray.size >= 32 * 32:  # a few pixels say little either way
+            warnings.warn(f"mask {path} looks like a photo, not a mask ({100 * share:.0f}% of its pixels are neither "
+                          "near black nor near white): a mask is white = hole, black = keep; were the photo and the "
+                          "mask swapped?", CICMWarning, stacklevel=2)
+    return mask_from_image(image, invert, f"mask {path}", zero_one_fix=ZERO_ONE_FILE_FIX)
 
 
 def as_rgb_array(image: Any, what: str = "image") -> np.ndarray:

@@ -238,6 +238,11 @@ def test_a_zero_one_uint8_mask_warns(bundles, frames, masks, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Warning: mask " in done.stderr and "UserWarning" not in done.stderr and "images.py" not in done.stderr
     assert "rewrite the file with 255 for the holes" in done.stderr and "astype" not in done.stderr
+    swapped = subprocess.run([sys.executable, "-m", "cicm_deploy.cli", "inpaint", str(tmp_path / "zero_one.png"),
+                              str(tmp_path / "frame.png"), "-o", str(tmp_path / "out.png"), "--bundle",
+                              str(bundles("fp32", "onnx").path)], capture_output=True, text=True)
+    assert f"mask {tmp_path / 'frame.png'} looks like a photo, not a mask" in swapped.stderr, swapped.stderr
+    assert "were the photo and the mask swapped?" in swapped.stderr and "looks like a photo" not in done.stderr
 
 
 def test_constructor_errors(bundles, routed_checkpoint, tmp_path):

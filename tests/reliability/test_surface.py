@@ -28,6 +28,7 @@ MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "YCbCr"]
 
 
 @pytest.mark.filterwarnings("ignore:.*holds only 0s and 1s")  # a tiny random image can be one (the warning is right)
+@pytest.mark.filterwarnings("ignore:.*looks like a photo, not a mask")  # random pixels do (the warning is right)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mode=st.sampled_from(MODES), width=st.integers(1, 40), height=st.integers(1, 40),
        fmt=st.sampled_from(["PNG", "TIFF", "BMP", "JPEG"]), seed=st.integers(0, 2**16))
