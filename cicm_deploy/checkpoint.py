@@ -99,6 +99,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, expected a .pt file "
                               "(an export bundle directory is not a checkpoint)")
+    other = {".onnx": "an ONNX model", ".engine": "a TensorRT engine", ".plan": "a TensorRT engine",
+             ".npz": "a numpy archive", ".json": "a JSON file"}.get(path.suffix.lower())
+    if other is not None:
+        holder = f" ({path.parent} is one)" if (path.parent / "manifest.json").is_file() else ""
+        raise CheckpointError(f"{path} is {other}, not a PyTorch checkpoint (.pt): a bundle directory{holder} or an "
+                              "engine runs without PyTorch, e.g. `cicm-deploy inpaint IMAGE MASK -o OUT --bundle DIR`")
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head != ZIP_MAGIC:  # torch.save has written zip archives since PyTorch 1.6

@@ -64,3 +64,8 @@ def require_torch(what: str) -> None:
     if importlib.util.find_spec("torch") is None:
         raise UserError(f"{what} needs PyTorch, which is not installed here; "
                         "install it with: pip install 'cicm-deploy[train]'")
+
+
+def comma_list(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable option that also takes comma-separated values: --x A,B == --x A --x B."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())

@@ -58,6 +58,10 @@ class Inpainter:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         if not path.exists():
             raise ValueError(f"{path} does not exist; expected a checkpoint (.pt), a bundle directory or an engine")
+        if path.is_file() and path.suffix.lower() in (".onnx", ".npz", ".json"):  # parts of a bundle, not a model
+            from .runtimes.factory import NOT_ENGINES, bundle_file_message
+
+            raise ValueError(bundle_file_message(path, NOT_ENGINES[path.suffix.lower()]))
         kind = _kind(path)
         wanted = {"torch": "checkpoint", "onnxruntime": "bundle", "tensorrt": "engine"}
         if backend != "auto" and wanted[backend] != kind:

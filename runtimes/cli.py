@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cicm_deploy.cli_support import UserError, user_errors
+from cicm_deploy.cli_support import UserError, comma_list, user_errors
 
 
 @click.command("run")
@@ -17,8 +17,9 @@ from cicm_deploy.cli_support import UserError, user_errors
               help="npz with float32 `image` [B,3,H,W] in [0,1] and `mask` [B,1,H,W] (1 = hole).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="npz to write the outputs to (default: print a summary only).")
-@click.option("--provider", "providers", multiple=True,
-              help="onnxruntime execution provider(s), in order (default: TensorRT, CUDA, CPU as available).")
+@click.option("--provider", "providers", multiple=True, callback=comma_list,
+              help="onnxruntime execution provider(s), in order: repeat the option or separate them with commas "
+                   "(default: TensorRT, CUDA, CPU as available).")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="Engine only: the CICMAugment plugin library it was built with.")
 def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple[str, ...], plugin: Path | None) -> None:
@@ -76,8 +77,9 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
               help="With --backend tensorrt: the engine built from BUNDLE by `cicm-deploy build`.")
 @click.option("--plugin", type=click.Path(dir_okay=False, path_type=Path),
               help="With --backend tensorrt: the CICMAugment plugin library the engine was built with.")
-@click.option("--provider", "providers", multiple=True,
-              help="onnxruntime execution provider(s), in order (default: TensorRT, CUDA, CPU as available).")
+@click.option("--provider", "providers", multiple=True, callback=comma_list,
+              help="onnxruntime execution provider(s), in order: repeat the option or separate them with commas "
+                   "(default: TensorRT, CUDA, CPU as available).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as JSON.")
 @click.option("--save-polygraphy", "polygraphy_dir", type=click.Path(file_okay=False, path_type=Path),

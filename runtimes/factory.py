@@ -27,6 +27,21 @@ def _holder(path: Path) -> str:
     return f" ({path.parent} holds one)" if (path.parent / "manifest.json").is_file() else ""
 
 
+def bundle_file_message(path: Path, kind: str) -> str:
+    """The one line for a file given where a bundle directory (or an engine) was expected."""
+    return (f"{path} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes{_holder(path)}, or a "
+            "TensorRT engine built by `cicm-deploy build` (it comes with a .json sidecar)")
+
+
+def _bundle_routing(path: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("routing")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None = None,
                  plugin: str | os.PathLike | None = None, providers: Sequence[str] | None = None) -> Runtime:
     target = Path(target)
@@ -34,8 +49,10 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
         from .onnxruntime import OnnxRuntimeBackend
 
         if plugin is not None:
-            warnings.warn(f"the plugin library {plugin} is for TensorRT engines; onnxruntime runs the bundle {target} "
-                          "(its reference op serves a plugin graph): the library is not used", CICMWarning, stacklevel=2)
+            how = (" (its CICMAugment node runs the reference op)" if _bundle_routing(target) == "plugin" else
+                   " (standard-op routing: no custom op at all)")
+            warnings.warn(f"the plugin library {plugin} is for TensorRT engines; onnxruntime runs the bundle {target}"
+                          f"{how}: the library is not used", CICMWarning, stacklevel=2)
         return OnnxRuntimeBackend(target, providers=providers or None)
     engine_like = target.suffix.lower() in ENGINE_SUFFIXES or Path(f"{target}.json").is_file()
     if not target.exists() and not engine_like:
@@ -46,10 +63,7 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
     if target.is_file() and not engine_like:
         from .bundle import BundleError
 
-        kind = NOT_ENGINES.get(target.suffix.lower(), "not a bundle directory")
-        raise BundleError(f"{target} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes"
-                          f"{_holder(target)}, or a TensorRT engine built by `cicm-deploy build` (it comes with "
-                          "a .json sidecar)")
+        raise BundleError(bundle_file_message(target, NOT_ENGINES.get(target.suffix.lower(), "not a bundle directory")))
     from .tensorrt import TensorRTBackend
 
     if providers:

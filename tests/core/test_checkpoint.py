@@ -112,6 +112,20 @@ def test_not_a_checkpoint(tmp_path):
         load_model(path)
 
 
+def test_a_bundle_file_is_named_for_what_it_is(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "model.onnx").write_bytes(b"\x08\x08\x12\x07onnx")
+    with pytest.raises(CheckpointError, match=f"model.onnx is an ONNX model, not a PyTorch checkpoint \\(.pt\\): a "
+                                              f"bundle directory \\({bundle} is one\\)"):
+        read_checkpoint(bundle / "model.onnx")
+    from cicm_deploy.inpainter import Inpainter
+
+    with pytest.raises(ValueError, match=f"is a file, an ONNX model: pass the bundle directory .* \\({bundle} holds one"):
+        Inpainter(bundle / "model.onnx")
+
+
 def test_truncated(tmp_path, ckpt):
     path = tmp_path / "cut.pt"
     path.write_bytes(ckpt.read_bytes()[:2000])

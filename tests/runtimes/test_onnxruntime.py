@@ -311,8 +311,11 @@ def test_options_that_do_not_apply_to_the_target_say_so(bundles, tmp_path):
     from cicm_deploy.runtimes.factory import open_runtime
 
     bundle = bundles("fp32", "plugin").path
-    with pytest.warns(CICMWarning, match="is for TensorRT engines; onnxruntime runs the bundle .* not used"):
+    with pytest.warns(CICMWarning, match="is for TensorRT engines; onnxruntime runs the bundle .* \\(its CICMAugment "
+                                          "node runs the reference op\\): the library is not used"):
         open_runtime(bundle, plugin=tmp_path / "libcicm_augment_plugin.so").close()
+    with pytest.warns(CICMWarning, match="\\(standard-op routing: no custom op at all\\): the library is not used"):
+        open_runtime(bundles("fp32", "onnx").path, plugin=tmp_path / "libcicm_augment_plugin.so").close()
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not an engine")
     with pytest.warns(CICMWarning, match=r"execution providers \(CPUExecutionProvider\) .* not used"):
@@ -337,6 +340,10 @@ def test_unknown_provider_is_an_error_not_a_silent_fallback(bundles):
     assert result.exit_code == 2 and "is not available in this onnxruntime" in result.output
     result = CliRunner().invoke(cli, ["parity", str(bundles("fp32", "onnx").path), "--provider", "CPUExecutionProvider"])
     assert result.exit_code == 0 and "parity: onnxruntime on CPUExecutionProvider" in result.output
+    result = CliRunner().invoke(cli, ["parity", str(bundles("fp32", "onnx").path), "--provider",
+                                      "NoSuchExecutionProvider,CPUExecutionProvider"])  # a comma list is two names
+    assert result.exit_code == 2 and "NoSuchExecutionProvider is not available" in result.output, result.output
+    assert "NoSuchExecutionProvider,CPUExecutionProvider" not in result.output
 
 
 def test_outputs_go_where_asked_or_fail_in_one_line(bundles, tmp_path):
