@@ -171,7 +171,7 @@ def inpaint(image: Path, mask: Path, output: Path, checkpoint: Path | None, bund
             where = f"{checkpoint} on {target}"
         save_image(output, result)
         h, w = hole.shape
-        click.echo(f"wrote {output} ({w}x{h}, {100 * hole.mean():.1f}% hole) with {where}")
+        click.echo(f"wrote {output} ({w}x{h} pixels, width x height; {100 * hole.mean():.1f}% hole) with {where}")
 
     user_errors(run)
 

@@ -149,7 +149,8 @@ def fourcc(target: Path) -> str:
 
 def check_mask(mask: np.ndarray | None, info: VideoInfo) -> None:
     if mask is not None and mask.shape != (info.height, info.width):
-        raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the video is {info.width}x{info.height}")
+        raise VideoError(f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but the video is "
+                         f"{info.width}x{info.height} (width x height)")
 
 
 def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:

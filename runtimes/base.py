@@ -202,8 +202,8 @@ class Runtime(ABC):
             h, w = pairs[0][0].shape[:2]
             size = (fixed_h or h + (-h) % self.stride, fixed_w or w + (-w) % self.stride)
             if h > size[0] or w > size[1]:
-                raise RuntimeInputError(f"this bundle is fixed at {fixed_h}x{fixed_w} (exported with --static) and "
-                                        f"the image is {h}x{w}: give images of at most that size, or export without "
+                raise RuntimeInputError(f"this bundle is fixed at {fixed_h}x{fixed_w} (HxW, exported with --static) "
+                                        f"and the image is {h}x{w} (HxW): give images of at most that size, or export without "
                                         "--static for any size")
         step = fixed_batch or len(pairs)
         frames: list[np.ndarray] = []

@@ -449,7 +449,7 @@ def test_video_user_errors(tmp_path, frames, bundles):
         (["video", str(junk), str(tmp_path / "o.mp4"), "--boxes", str(good), "--model", model],
          "cannot be opened as a video"),
         (["video", str(clip), str(tmp_path / "o.mp4"), "--mask", str(small), "--model", model],
-         "the mask is 8x6 but the video is"),
+         "the mask is 8x6 pixels but the video is 56x40 (width x height)"),
     ]
     size = clip.stat().st_size
     for args, message in cases:
