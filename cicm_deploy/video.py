@@ -165,8 +165,9 @@ def check_paths(source: str | os.PathLike, target: str | os.PathLike) -> None:
 class VideoWriter:
     """Frames (RGB uint8) to a file in the container its suffix names.
 
-    Frames go to a hidden partial file beside ``path``; ``commit`` moves it into place, ``discard``
-    deletes it. Until then an existing ``path`` (a previous run's output) is untouched.
+    Frames go to a hidden partial file beside ``path``; ``commit`` (or ``close``) moves it into
+    place, ``discard`` deletes it. Until then an existing ``path`` (a previous run's output) is
+    untouched.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float) -> None:
@@ -189,6 +190,10 @@ class VideoWriter:
     def commit(self) -> None:
         self.writer.release()
         os.replace(self.partial, self.path)
+
+    def close(self) -> None:
+        """Finish the file: the frames written so far become ``path`` (``commit``)."""
+        self.commit()
 
     def discard(self) -> None:
         self.writer.release()
