@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, ModelConfig
-from .files import as_if_created
+from .files import CHECKPOINT_KIND, FILE_KINDS, as_if_created, bundle_of, listing
 from .model import UNetCICM
 
 FORMAT_VERSION = 1
@@ -99,10 +99,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, expected a .pt file "
                               "(an export bundle directory is not a checkpoint)")
-    other = {".onnx": "an ONNX model", ".engine": "a TensorRT engine", ".plan": "a TensorRT engine",
-             ".npz": "a numpy archive", ".json": "a JSON file"}.get(path.suffix.lower())
-    if other is not None:
-        holder = f" ({path.parent} is one)" if (path.parent / "manifest.json").is_file() else ""
+    other, bundle = FILE_KINDS.get(path.suffix.lower()), bundle_of(path)  # an image falls to the byte check below
+    if other not in (None, CHECKPOINT_KIND):
+        holder = f" ({bundle} is one)" if bundle else ""
         raise CheckpointError(f"{path} is {other}, not a PyTorch checkpoint (.pt): a bundle directory{holder} or an "
                               "engine runs without PyTorch, e.g. `cicm-deploy inpaint IMAGE MASK -o OUT --bundle DIR`")
     with open(path, "rb") as handle:
@@ -156,9 +155,9 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing {_names(missing)}")
+            parts.append(f"missing {listing(missing)}")
         if unexpected:
-            parts.append(f"unexpected {_names(unexpected)}")
+            parts.append(f"unexpected {listing(unexpected)}")
         if wrong:
             parts.append("shape mismatch " + ", ".join(
                 f"{k} {_shape(state[k])} vs config {list(expected[k].shape)}" for k in wrong[:3]))
@@ -168,10 +167,6 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.to(map_location)
     model.eval()
     return model, data
-
-
-def _names(keys: list[str]) -> str:
-    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def _shape(value: Any) -> Any:

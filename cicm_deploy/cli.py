@@ -79,14 +79,13 @@ def init(output: Path, preset: str, seed: int, force: bool) -> None:
 
         from .checkpoint import save_checkpoint
         from .config import preset as get_preset
-        from .images import SAVE_FORMATS
+        from .files import CHECKPOINT_KIND, file_kind
         from .model import UNetCICM
 
         # `init photo.png` is a slip (for inpaint, or an argument order), not a wish for a checkpoint named so
-        other = {**{suffix: "an image" for suffix in SAVE_FORMATS}, ".onnx": "an ONNX model", ".json": "a JSON file",
-                 ".engine": "a TensorRT engine", ".plan": "a TensorRT engine", ".npz": "a NumPy archive"}
-        if output.suffix.lower() in other:
-            raise UserError(f"{output} is named like {other[output.suffix.lower()]}, not a checkpoint; "
+        other = file_kind(output)
+        if other not in (None, CHECKPOINT_KIND):
+            raise UserError(f"{output} is named like {other}, not a checkpoint; "
                             f"name it .pt (e.g. {output.with_suffix('.pt').name})")
         if output.exists() and not force:
             raise UserError(f"{output} exists; pass --force to overwrite it or choose another path")

@@ -112,9 +112,17 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return image_to_rgb(_open(path, "image"), f"image {path}")
 
 
+PHOTO_LIKE_SHARE = 0.25  # a mask with more of its pixels mid-grey than this is likely a photo given as the mask
+
+
 def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask",
-                    zero_one_fix: str = ZERO_ONE_ARRAY_FIX) -> np.ndarray:
-    """Boolean hole mask [H, W] from a PIL image, by the luminance >= 128 rule."""
+                    zero_one_fix: str = ZERO_ONE_ARRAY_FIX, photo_check: bool = False) -> np.ndarray:
+    """Boolean hole mask [H, W] from a PIL image, by the luminance >= 128 rule.
+
+    ``photo_check`` (mask files; not per-frame masks, where it would cost a pass over every
+    frame): warn when the image looks like a photo (a quarter or more of its pixels neither near
+    black nor near white): a photo and a mask swapped on a command line would otherwise run silently.
+    """
     if image.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
         gray = _gray_array(image, what)
     elif image.mode == "F":
@@ -122,9 +130,19 @@ def mask_from_image(image: Image.Image, invert: bool = False, what: str = "mask"
     else:
         gray = np.asarray(image.convert("RGB").convert("L"))
     hole = gray >= MASK_THRESHOLD
+    if photo_check:
+        _warn_if_photo_like(gray, what)
     if not image.mode.startswith("I"):  # 16-bit values scaled to 8 bits can be 0/1 without being a 0/1 mask
         _warn_if_zero_one(hole, gray, what, invert, zero_one_fix)
     return ~hole if invert else hole
+
+
+def _warn_if_photo_like(gray: np.ndarray, what: str) -> None:
+    share = float(((gray >= 32) & (gray < 224)).mean())
+    if share >= PHOTO_LIKE_SHARE and gray.size >= 32 * 32:  # a few pixels say little either way
+        warnings.warn(f"{what} looks like a photo, not a mask ({100 * share:.0f}% of its pixels are neither near black "
+                      "nor near white): a mask is white = hole, black = keep; were the photo and the mask swapped?",
+                      CICMWarning, stacklevel=3)
 
 
 def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: bool,
@@ -137,24 +155,13 @@ def _warn_if_zero_one(hole: np.ndarray, values: np.ndarray, what: str, invert: b
                       CICMWarning, stacklevel=3)
 
 
-PHOTO_LIKE_SHARE = 0.25  # a mask with more of its pixels mid-grey than this is likely a photo given as the mask
-
-
 def load_mask(path: str | os.PathLike, invert: bool = False) -> np.ndarray:
     """Read a mask file as bool [H, W], True = hole (white); ``invert`` for black holes.
 
-    Warns when the file looks like a photo (a quarter or more of its pixels neither near black
-    nor near white): the photo and the mask swapped on a command line would otherwise run silently.
+    Warns when the file looks like a photo (``mask_from_image``'s ``photo_check``).
     """
-    image = _open(path, "mask")
-    if image.mode not in ("1", "F") and not image.mode.startswith("I"):  # 16-bit and float: refused or rescaled later
-        gray = np.asarray(image.convert("RGB").convert("L"))
-        share = float(((gray >= 32) & (gray < 224)).mean())
-        if share >= PHOTO_LIKE_SHARE and gray.size >= 32 * 32:  # a few pixels say little either way
-            warnings.warn(f"mask {path} looks like a photo, not a mask ({100 * share:.0f}% of its pixels are neither "
-                          "near black nor near white): a mask is white = hole, black = keep; were the photo and the "
-                          "mask swapped?", CICMWarning, stacklevel=2)
-    return mask_from_image(image, invert, f"mask {path}", zero_one_fix=ZERO_ONE_FILE_FIX)
+    return mask_from_image(_open(path, "mask"), invert, f"mask {path}", zero_one_fix=ZERO_ONE_FILE_FIX,
+                           photo_check=True)
 
 
 def as_rgb_array(image: Any, what: str = "image") -> np.ndarray:

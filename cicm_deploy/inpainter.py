@@ -33,6 +33,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .files import CHECKPOINT_KIND, ENGINE_KIND, file_kind
 from .images import as_mask_array, as_rgb_array, check_same_size
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -58,10 +59,10 @@ class Inpainter:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         if not path.exists():
             raise ValueError(f"{path} does not exist; expected a checkpoint (.pt), a bundle directory or an engine")
-        if path.is_file() and path.suffix.lower() in (".onnx", ".npz", ".json"):  # parts of a bundle, not a model
-            from .runtimes.factory import NOT_ENGINES, bundle_file_message
+        if path.is_file() and file_kind(path) not in (None, CHECKPOINT_KIND, ENGINE_KIND):  # e.g. a bundle's model.onnx
+            from .runtimes.factory import bundle_file_message
 
-            raise ValueError(bundle_file_message(path, NOT_ENGINES[path.suffix.lower()]))
+            raise ValueError(bundle_file_message(path))
         kind = _kind(path)
         wanted = {"torch": "checkpoint", "onnxruntime": "bundle", "tensorrt": "engine"}
         if backend != "auto" and wanted[backend] != kind:

@@ -26,7 +26,7 @@ import onnx
 from cicm_deploy import __version__
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.custom_op import CICM_AUGMENT
-from cicm_deploy.files import as_if_created
+from cicm_deploy.files import as_if_created, listing
 from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
                                          sha256_file)
 
@@ -206,8 +206,7 @@ def _check_replaceable(output: Path) -> None:
         raise ExportError(f"{output} is a file, not a bundle directory; choose another -o")
     if (output / MANIFEST_FILE).is_file() or not any(output.iterdir()):
         return
-    names = sorted(entry.name for entry in output.iterdir())
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    shown = listing(sorted(entry.name for entry in output.iterdir()))
     raise ExportError(f"{output} is not an export bundle (no {MANIFEST_FILE}; it holds {shown}): --force replaces "
                       "only an earlier bundle; choose another -o (e.g. a new folder)")
 

@@ -13,33 +13,20 @@ from pathlib import Path
 from typing import Sequence
 
 from cicm_deploy import CICMWarning
+from cicm_deploy.files import ENGINE_KIND, FILE_KINDS, bundle_of, file_kind
 
 from .base import Runtime
 
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-NOT_ENGINES = {".onnx": "an ONNX model", ".pt": "a PyTorch checkpoint", ".pth": "a PyTorch checkpoint",
-               ".npz": "a numpy archive", ".json": "a JSON file"}
+ENGINE_SUFFIXES = tuple(suffix for suffix, kind in FILE_KINDS.items() if kind == ENGINE_KIND)
 
 
-def _holder(path: Path) -> str:
-    """' (DIR holds one)' when the file sits in a bundle directory."""
-    return f" ({path.parent} holds one)" if (path.parent / "manifest.json").is_file() else ""
-
-
-def bundle_file_message(path: Path, kind: str) -> str:
+def bundle_file_message(path: Path) -> str:
     """The one line for a file given where a bundle directory (or an engine) was expected."""
-    return (f"{path} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes{_holder(path)}, or a "
-            "TensorRT engine built by `cicm-deploy build` (it comes with a .json sidecar)")
-
-
-def _bundle_routing(path: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((path / "manifest.json").read_text()).get("routing")
-    except (OSError, ValueError, AttributeError):
-        return None
+    kind, bundle = file_kind(path) or "not a bundle directory", bundle_of(path)
+    holder = f" ({bundle} holds one)" if bundle else ""
+    return (f"{path} is a file, {kind}: pass the bundle directory `cicm-deploy export` writes{holder}, "
+            "or a TensorRT engine built by `cicm-deploy build` (it comes with a .json sidecar)")
 
 
 def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None = None,
@@ -48,12 +35,13 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
     if target.is_dir():
         from .onnxruntime import OnnxRuntimeBackend
 
+        runtime = OnnxRuntimeBackend(target, providers=providers or None)
         if plugin is not None:
-            how = (" (its CICMAugment node runs the reference op)" if _bundle_routing(target) == "plugin" else
+            how = (" (its CICMAugment node runs the reference op)" if runtime.bundle.routing == "plugin" else
                    " (standard-op routing: no custom op at all)")
             warnings.warn(f"the plugin library {plugin} is for TensorRT engines; onnxruntime runs the bundle {target}"
                           f"{how}: the library is not used", CICMWarning, stacklevel=2)
-        return OnnxRuntimeBackend(target, providers=providers or None)
+        return runtime
     engine_like = target.suffix.lower() in ENGINE_SUFFIXES or Path(f"{target}.json").is_file()
     if not target.exists() and not engine_like:
         from .bundle import BundleError
@@ -63,7 +51,7 @@ def open_runtime(target: str | os.PathLike, *, bundle: str | os.PathLike | None 
     if target.is_file() and not engine_like:
         from .bundle import BundleError
 
-        raise BundleError(bundle_file_message(target, NOT_ENGINES.get(target.suffix.lower(), "not a bundle directory")))
+        raise BundleError(bundle_file_message(target))
     from .tensorrt import TensorRTBackend
 
     if providers:

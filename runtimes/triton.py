@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cicm_deploy.files import listing
+
 from .base import BackendUnavailableError
 
 MODEL_NAME = "cicm_inpaint"  # the PyTriton model (uint8 frames in and out)
@@ -329,8 +331,7 @@ def _check_replaceable(out: Path) -> None:
                        if not (entry.name == "README.md" and entry.is_file()) and not (entry.name == PLUGIN_DIR and entry.is_dir())
                        and not (entry.is_dir() and (entry / "config.pbtxt").is_file()))
     if strangers:
-        shown = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
-        raise TritonError(f"{out} is not a model repository ({shown} would be deleted): --force replaces only an "
+        raise TritonError(f"{out} is not a model repository ({listing(strangers)} would be deleted): --force replaces only an "
                           "earlier repository; choose another -o (e.g. a new folder)")
 
 
