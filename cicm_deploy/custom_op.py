@@ -1,7 +1,7 @@
 """The one definition of the CICMAugment custom op (DESIGN §3), shared by the exporter, the
 onnxruntime reference op, the TensorRT plugin build and the runtimes. No torch.
 
-    CICMAugment(features, gamma, anchors, sets) -> augmented[, route]
+    CICMAugment(features, gamma, anchors, sets) -> augmented, route
 
 | input/output | name | type | shape |
 |---|---|---|---|
@@ -10,7 +10,7 @@ onnxruntime reference op, the TensorRT plugin build and the runtimes. No torch.
 | input 2 | anchors | float32 (constant) | [L, C] |
 | input 3 | sets | float32 (constant) | [L, K, C] |
 | output 0 | augmented | float32 | [B, C, H, W] = (1 - w) F + w sum_k softmax_k(F.S_lk) S_lk |
-| output 1 | route | int32 | [B, H, W] = argmax_l F.A_l (first maximum on ties) |
+| output 1 | route | int32 | [B, H, W] = argmax_l F.A_l (first maximum on ties); always listed (TensorRT's plugin layer has two outputs), may go unused |
 
 Attributes: ``plugin_version`` and ``plugin_namespace`` (strings TensorRT's ONNX parser uses to
 find the plugin creator) and ``top_k`` (int, 0 = all K set vectors; else the softmax runs over

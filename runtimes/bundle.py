@@ -240,3 +240,17 @@ def _check_onnx(model_path: Path) -> None:
         onnx.checker.check_model(str(model_path))
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise BundleError(f"{model_path} fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
+    _check_plugin_nodes(onnx.load(str(model_path), load_external_data=False))
+
+
+def _check_plugin_nodes(model) -> None:
+    """Every CICMAugment node lists both outputs: TensorRT's plugin layer always has two (augmented,
+    route), and its ONNX parser rejects a node that names fewer ("Node has more output tensors than
+    TRT expected"); the route may go unused."""
+    from cicm_deploy.custom_op import CICM_AUGMENT
+
+    for node in model.graph.node:
+        if node.op_type == CICM_AUGMENT.name and node.domain == CICM_AUGMENT.domain:
+            if len(node.output) != 2 or not all(node.output):
+                raise BundleError(f"CICMAugment node {node.name or '(unnamed)'} has outputs {list(node.output)}; "
+                                  "it needs both: augmented and route (TensorRT's plugin layer has two)")

@@ -380,3 +380,17 @@ def test_the_readme_recipe_for_run_inputs(bundles, tmp_path):
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "out.npz") as out:
         assert sorted(out) == ["inpainted", "route"] and out["inpainted"].shape == (1, 3, 256, 256)
+
+
+def test_a_cicmaugment_node_must_list_both_outputs(bundles):
+    # TensorRT's parser rejects a plugin node that names fewer outputs than the plugin layer has
+    # ("Node has more output tensors than TRT expected"), so the bundle check refuses it first.
+    import onnx
+    from cicm_deploy.runtimes.bundle import BundleError, _check_plugin_nodes
+
+    model = onnx.load(str(bundles("fp32", "plugin").path / "model.onnx"))
+    _check_plugin_nodes(model)  # the exporter writes both
+    node = next(n for n in model.graph.node if n.op_type == "CICMAugment")
+    del node.output[1:]
+    with pytest.raises(BundleError, match=r"CICMAugment node .* has outputs \[.*\]; it needs both: augmented and route"):
+        _check_plugin_nodes(model)

@@ -5,10 +5,12 @@ and namespace exactly as cicm_deploy.custom_op defines them. No torch."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,36 @@ def test_the_wheel_carries_the_plugin_sources():
     shipped = {p.name for pattern in patterns for p in PLUGIN_DIR.glob(pattern)}
     tracked = {p.name for p in PLUGIN_DIR.iterdir() if p.is_file()}
     assert tracked <= shipped, sorted(tracked - shipped)
+
+
+TENSORRT_INCLUDE = os.environ.get("CICM_TENSORRT_INCLUDE")  # a TensorRT 10.x/11.x include/ folder
+
+
+@pytest.mark.skipif(not TENSORRT_INCLUDE, reason="trt: TensorRT's C++ headers are not installed here; set "
+                    "CICM_TENSORRT_INCLUDE=/path/to/TensorRT/include to build the C++ plugin against them")
+@pytest.mark.skipif(NVCC is None, reason="trt: nvcc is not installed (the plugin's kernel needs the CUDA toolkit)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_cpp_plugin_builds_and_serves_a_tensorrt_for_rtx_engine(bundles, tmp_path, precision):
+    """The real plugin library, compiled against TensorRT's headers, is loaded by TensorRT for RTX's
+    registry, its creator builds the layer the ONNX parser asks for, and an SM86 engine builds."""
+    pytest.importorskip("tensorrt_rtx", reason="trt: TensorRT for RTX is not installed (pip install 'cicm-deploy[rtx]')")
+    root = tmp_path / "tensorrt"
+    (root / "lib").mkdir(parents=True)
+    (root / "include").symlink_to(Path(TENSORRT_INCLUDE).resolve())
+    # CMake's find needs a libnvinfer.so; the plugin uses only TensorRT's headers (its interfaces
+    # are virtual), so a stub stands in for the library TensorRT for RTX names differently.
+    subprocess.run([CXX, "-shared", "-o", str(root / "lib" / "libnvinfer.so"), "-x", "c++", "/dev/null"], check=True)
+    build = tmp_path / "build"
+    configured = configure(PLUGIN_DIR, build, f"-DTensorRT_ROOT={root}", "-DCMAKE_CUDA_ARCHITECTURES=86")
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    built = subprocess.run([CMAKE, "--build", str(build)], capture_output=True, text=True, timeout=600, check=False)
+    assert built.returncode == 0, built.stdout + built.stderr
+    library = build / "libcicm_augment_plugin.so"
+    engine = tmp_path / "model.engine"
+    done = subprocess.run([sys.executable, "-m", "cicm_deploy.cli", "build", str(bundles(precision, "plugin").path),
+                           "-o", str(engine), "--rtx", "--sm", "86", "--plugin", str(library)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    sidecar = json.loads(engine.with_name("model.engine.json").read_text())
+    assert sidecar["layers"].get("PLUGIN_V3") == 1 and sidecar["plugin"]["kind"] == "library"
+    assert sidecar["precision"] == precision and engine.stat().st_size > 0
