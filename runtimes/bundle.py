@@ -235,12 +235,14 @@ def _check_onnx(model_path: Path) -> None:
     if importlib.util.find_spec("onnx") is None:
         return
     import onnx
+    from google.protobuf.message import DecodeError
 
-    try:
-        onnx.checker.check_model(str(model_path))
-    except (onnx.checker.ValidationError, ValueError) as exc:
+    try:  # read once: the checker and the plugin-node check take the same graph
+        model = onnx.load(str(model_path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, DecodeError) as exc:
         raise BundleError(f"{model_path} fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
-    _check_plugin_nodes(onnx.load(str(model_path), load_external_data=False))
+    _check_plugin_nodes(model)
 
 
 def _check_plugin_nodes(model) -> None:

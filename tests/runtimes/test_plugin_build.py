@@ -197,7 +197,7 @@ TENSORRT_INCLUDE = os.environ.get("CICM_TENSORRT_INCLUDE")  # a TensorRT 10.x/11
 
 @pytest.mark.skipif(not TENSORRT_INCLUDE, reason="trt: TensorRT's C++ headers are not installed here; set "
                     "CICM_TENSORRT_INCLUDE=/path/to/TensorRT/include to build the C++ plugin against them")
-@pytest.mark.skipif(NVCC is None, reason="trt: nvcc is not installed (the plugin's kernel needs the CUDA toolkit)")
+@pytest.mark.skipif(NVCC is None or CXX is None, reason="trt: nvcc or a C++ compiler is missing (the plugin needs both)")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_the_cpp_plugin_builds_and_serves_a_tensorrt_for_rtx_engine(bundles, tmp_path, precision):
     """The real plugin library, compiled against TensorRT's headers, is loaded by TensorRT for RTX's
