@@ -5,7 +5,12 @@ No torch import here: the runtime commands use it on machines without torch.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -54,8 +59,39 @@ def user_errors(func: Callable[[], Any]) -> Any:
     except OSError as exc:  # a file that cannot be read or written: the system's words, one line
         if exc.filename is None:
             raise
+        blocker = _file_in_the_way(exc)
+        if blocker is not None:  # mkdir's "File exists" / "Not a directory" would not say which
+            raise UserError(f"{exc.filename}: {blocker} is a file, where a folder is needed; choose another "
+                            "path") from None
         where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
         raise UserError(f"{where}: {exc.strerror or exc}") from None
+
+
+def _file_in_the_way(exc: OSError) -> Path | None:
+    """The file standing where ``exc``'s path needs a folder (a parent, or the path itself for a mkdir)."""
+    if not isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    candidates = (path.parent, *path.parent.parents) if isinstance(exc, NotADirectoryError) else (path, *path.parents)
+    return next((p for p in candidates if p.exists() and not p.is_dir()), None)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (a service manager, ``kill``, a CI timeout) raises SystemExit(143) in the main thread, so
+    ``finally`` and ``except BaseException`` blocks clean up; by default it ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def require_torch(what: str) -> None:

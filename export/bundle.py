@@ -48,6 +48,7 @@ class ExportResult:
     path: Path
     manifest: dict[str, Any]
     parity: Any = None  # runtimes.parity.ParityReport when checked
+    parity_skipped: str | None = None  # why the check asked for could not run here
 
 
 def _versions() -> dict[str, str]:
@@ -72,18 +73,41 @@ def _io_specs(proto: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[s
     return [spec(v) for v in proto.graph.input], [spec(v) for v in proto.graph.output]
 
 
-def check_options(model: Any, routing: str, opset: int, static_hw: tuple[int, int] | None, batch: int | None) -> None:
+# A fixed batch is probed for its largest intermediates as one call that keeps every activation
+# (about 2.3 KB per pixel for the default model, measured: --batch 512 at 128x128 took 19.5 GB,
+# --batch 128 5.2 GB): bounded there. A dynamic batch probes a few images whatever it serves.
+MAX_FIXED_BATCH_PIXELS = 2**21
+
+
+def check_options(routing: str, opset: int, static_hw: tuple[int, int] | None, batch: int | None) -> None:
+    """The options that need no model, checked before anything is read or written."""
     if routing not in ROUTINGS:
         raise ExportError(f"routing {routing!r} is not known; expected one of {', '.join(ROUTINGS)}")
     if not 13 <= opset <= 20:
         raise ExportError(f"opset {opset} is not supported; expected 13..20 (17 parses in TensorRT 10.x and "
                           "current onnxruntime)")
-    stride = model.config.stride
-    if static_hw is not None and (static_hw[0] % stride or static_hw[1] % stride or min(static_hw) <= 0):
+    if static_hw is not None and min(static_hw) <= 0:
         raise ExportError(f"static size {static_hw[0]}x{static_hw[1]} must be positive multiples of the network "
-                          f"stride {stride}")
+                          "stride")
     if batch is not None and batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
+
+
+def check_model_options(model: Any, routing: str, static_hw: tuple[int, int] | None, batch: int | None) -> None:
+    """The options that depend on the model: its stride, what the plugin can express, the fixed batch's cost."""
+    stride = model.config.stride
+    if static_hw is not None and (static_hw[0] % stride or static_hw[1] % stride):
+        raise ExportError(f"static size {static_hw[0]}x{static_hw[1]} must be positive multiples of the network "
+                          f"stride {stride}")
+    if batch is not None and batch > 1:
+        height, width, _ = plan_sets(stride, static_hw, batch)[0]  # the set the probe runs
+        most = max(1, MAX_FIXED_BATCH_PIXELS // (height * width))
+        if batch > most:
+            raise ExportError(
+                f"--batch {batch} is too large to export at {height}x{width}: the exporter checks a fixed batch in "
+                f"one call that holds every activation of {batch} images; at most {most} here. For larger batches "
+                "export with a dynamic batch (leave out --batch) and give the engine its range (`cicm-deploy build "
+                "--max-shape`) or Triton its --max-batch")
     if routing == "plugin":
         try:
             check_plugin_compatible(model)
@@ -96,6 +120,7 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
                   batch: int | None = None, check: bool = True, force: bool = False,
                   progress: Callable[[str], None] = lambda message: None) -> ExportResult:
     output = Path(output)
+    check_options(routing, opset, static_hw, batch)
     target = output.resolve()
     if target == Path.cwd() or target in Path.cwd().parents:  # the bundle replaces OUTPUT as a whole
         raise ExportError(f"{output} holds the current directory, which the bundle would replace; choose another "
@@ -103,13 +128,52 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
     if Path(checkpoint).resolve().is_relative_to(target):
         raise ExportError(f"{output} holds the checkpoint {checkpoint}, which replacing it would delete; choose "
                           "another -o")
+    progress("loading checkpoint")
+    model, data = load_model(checkpoint, map_location="cpu")
+    check_model_options(model, routing, static_hw, batch)
     if output.exists() and not force:
         raise ExportError(f"{output} exists; pass --force to replace it or choose another directory")
     if output.exists():
         _check_replaceable(output)
-    progress("loading checkpoint")
-    model, data = load_model(checkpoint, map_location="cpu")
-    check_options(model, routing, opset, static_hw, batch)
+    staging = _staging_folder(output, target)  # now: a folder that cannot be written fails before the work
+    try:
+        result = _export_into(staging, model, data, checkpoint, fp16=fp16, routing=routing, opset=opset,
+                              static_hw=static_hw, batch=batch, progress=progress)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:  # an error, Ctrl-C, or SIGTERM where the caller turns it into an exception
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    result.path = output
+    if check:
+        result.parity, result.parity_skipped = _check_with_onnxruntime(output, progress)
+        result.manifest["parity"]["export_check"] = (result.parity.to_dict() if result.parity is not None
+                                                     else {"checked": False, "why": result.parity_skipped})
+        _write_manifest(output, result.manifest)
+    return result
+
+
+def _staging_folder(output: Path, target: Path) -> Path:
+    """An empty hidden folder beside OUTPUT (never inside it) that becomes the bundle when complete."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except (FileExistsError, NotADirectoryError):  # a file where a parent folder should be
+        blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()),
+                       target.parent)
+        raise ExportError(f"-o {output}: {blocker} is a file, so no folder can be made inside it; choose another "
+                          "-o") from None
+    except OSError as exc:
+        raise ExportError(f"-o {output}: cannot write in {target.parent} ({exc.strerror or exc}); choose another "
+                          "-o") from None
+
+
+def _export_into(staging: Path, model: Any, data: dict[str, Any], checkpoint: str | os.PathLike, *, fp16: bool,
+                 routing: str, opset: int, static_hw: tuple[int, int] | None, batch: int | None,
+                 progress: Callable[[str], None]) -> ExportResult:
+    """Trace, convert, check and write the bundle's files into ``staging``."""
     levels = [str(level) for level in model.config.cicm_levels]
 
     progress("tracing the model to ONNX")
@@ -176,28 +240,12 @@ def export_bundle(checkpoint: str | os.PathLike, output: str | os.PathLike, *, f
     }
 
     progress("writing the bundle")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # beside, never inside, OUTPUT
-    try:
-        onnx.save_model(proto, str(staging / MODEL_FILE), save_as_external_data=False)
-        np.savez_compressed(staging / PARITY_FILE, **arrays)
-        manifest["files"] = {name: sha256_file(staging / name) for name in (MODEL_FILE, PARITY_FILE)}
-        _write_manifest(staging, manifest)
-        as_if_created(staging)  # mkdtemp's 0700 would keep other users (Triton, a board's service) out
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-    result = ExportResult(output, manifest)
-    if check:
-        result.parity = _check_with_onnxruntime(output, progress)
-        if result.parity is not None:
-            manifest["parity"]["export_check"] = result.parity.to_dict()
-            _write_manifest(output, manifest)
-    return result
+    onnx.save_model(proto, str(staging / MODEL_FILE), save_as_external_data=False)
+    np.savez_compressed(staging / PARITY_FILE, **arrays)
+    manifest["files"] = {name: sha256_file(staging / name) for name in (MODEL_FILE, PARITY_FILE)}
+    _write_manifest(staging, manifest)
+    as_if_created(staging)  # mkdtemp's 0700 would keep other users (Triton, a board's service) out
+    return ExportResult(staging, manifest)
 
 
 def _check_replaceable(output: Path) -> None:
@@ -217,7 +265,8 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST_FILE)
 
 
-def _check_with_onnxruntime(path: Path, progress: Callable[[str], None]) -> Any:
+def _check_with_onnxruntime(path: Path, progress: Callable[[str], None]) -> tuple[Any, str | None]:
+    """(the parity report, None), or (None, why the check cannot run on this machine)."""
     from cicm_deploy.runtimes.base import BackendUnavailableError
     from cicm_deploy.runtimes.onnxruntime import OnnxRuntimeBackend
     from cicm_deploy.runtimes.parity import check_parity
@@ -225,7 +274,6 @@ def _check_with_onnxruntime(path: Path, progress: Callable[[str], None]) -> Any:
     progress("checking parity with onnxruntime")
     try:
         with OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]) as runtime:
-            return check_parity(runtime)
+            return check_parity(runtime), None
     except BackendUnavailableError as exc:
-        progress(f"parity not checked: {exc}")
-        return None
+        return None, str(exc)

@@ -7,7 +7,10 @@ from typing import Any
 
 import click
 
-from cicm_deploy.cli_support import UserError, require_torch, user_errors
+from cicm_deploy.cli_support import UserError, require_torch, sigterm_as_exit, user_errors
+
+
+DEFAULT_OPSET = 17
 
 
 def _parse_hw(value: str | None) -> tuple[int, int] | None:
@@ -20,6 +23,20 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
     return height, width
 
 
+def default_name(stem: str, *, fp16: bool, routing: str, opset: int, static_hw: tuple[int, int] | None,
+                 batch: int | None) -> str:
+    """``default_fp16_onnx``, plus whatever departs from the defaults: ``_256x256``, ``_b4``, ``_opset18``;
+    two exports that differ in any option get different folders."""
+    parts = [stem, "fp16" if fp16 else "fp32", routing]
+    if static_hw is not None:
+        parts.append(f"{static_hw[0]}x{static_hw[1]}")
+    if batch is not None:
+        parts.append(f"b{batch}")
+    if opset != DEFAULT_OPSET:
+        parts.append(f"opset{opset}")
+    return "_".join(parts)
+
+
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
@@ -27,7 +44,7 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
 @click.option("--fp16", is_flag=True, help="Mixed precision: FP16 convolutions, FP32 routing and composite.")
 @click.option("--routing", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True,
               help="onnx: standard ops; plugin: one CICMAugment node for the TensorRT plugin.")
-@click.option("--opset", default=17, show_default=True, help="ONNX opset (17 parses in TensorRT 10.x).")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, help="ONNX opset (17 parses in TensorRT 10.x).")
 @click.option("--static", "static", metavar="HxW", help="Fix height and width (default: dynamic).")
 @click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
 @click.option("--no-check", is_flag=True, help="Skip the onnxruntime parity check after writing.")
@@ -45,15 +62,16 @@ def export(checkpoint: Path, output: Path | None, fp16: bool, routing: str, opse
     require_torch("export")
     static_hw = _parse_hw(static)
     if output is None:
-        output = checkpoint.with_name(f"{checkpoint.stem}_{'fp16' if fp16 else 'fp32'}_{routing}")
+        output = checkpoint.with_name(default_name(checkpoint.stem, fp16=fp16, routing=routing, opset=opset,
+                                                   static_hw=static_hw, batch=batch))
 
     def run() -> Any:
         from cicm_deploy.export.bundle import export_bundle
 
-        result = export_bundle(checkpoint, output, fp16=fp16, routing=routing, opset=opset, static_hw=static_hw,
-                               batch=batch, check=not no_check, force=force,
-                               progress=lambda message: click.echo(f"  {message}...", err=True))
-        return result
+        with sigterm_as_exit():  # the staging folder is removed, not left behind
+            return export_bundle(checkpoint, output, fp16=fp16, routing=routing, opset=opset, static_hw=static_hw,
+                                 batch=batch, check=not no_check, force=force,
+                                 progress=lambda message: click.echo(f"  {message}...", err=True))
 
     result = user_errors(run)
     manifest = result.manifest
@@ -64,6 +82,9 @@ def export(checkpoint: Path, output: Path | None, fp16: bool, routing: str, opse
                f"{peak['max_abs']:.3g} ({peak['tensor']})"
                + (f"; largest tensor held in FP16 {half['max_abs']:.3g} ({half['tensor']}, headroom "
                   f"{half['fp16_headroom']:.0f}x)" if half else ""))
+    if result.parity_skipped is not None:
+        click.echo(f"warning: the bundle's parity was NOT checked: {result.parity_skipped}. Check it where that is "
+                   f"installed: cicm-deploy parity {result.path}", err=True)
     if result.parity is not None:
         for line in result.parity.lines():
             click.echo(line)

@@ -407,3 +407,100 @@ def test_export_command_flags(routed_checkpoint, tmp_path):
         assert not (tmp_path / "bad").exists()  # nothing half-written
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "none.pt")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_option_errors_come_before_the_output_is_looked_at(routed_checkpoint, tmp_path):
+    """A bad option is named even where -o exists; a fixed batch too large to probe is refused before any work."""
+    (tmp_path / "b").mkdir()
+    for kwargs, message in [({"batch": 0}, "batch must be at least 1"), ({"opset": 9}, "opset 9 is not supported"),
+                            ({"static_hw": (60, 64)}, "multiples of the network stride 8")]:
+        with pytest.raises(ExportError, match=message):
+            export_bundle(routed_checkpoint, tmp_path / "b", **kwargs)
+    steps = []
+    with pytest.raises(ExportError, match=r"--batch 512 is too large to export at 128x128: .* at most 128 here\. "
+                                          r"For larger batches export with a dynamic batch"):
+        export_bundle(routed_checkpoint, tmp_path / "big", batch=512, progress=steps.append)
+    with pytest.raises(ExportError, match=r"--batch 33 is too large to export at 256x256: .* at most 32 here"):
+        export_bundle(routed_checkpoint, tmp_path / "big", batch=33, static_hw=(256, 256), progress=steps.append)
+    assert steps == ["loading checkpoint"] * 2 and not (tmp_path / "big").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging folder either
+
+
+def test_an_output_that_cannot_be_made_fails_before_the_work(routed_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from cicm_deploy.cli import cli
+
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    steps = []
+    with pytest.raises(ExportError, match=r"-o .*blocker/sub/b: .*blocker is a file, so no folder can be made"):
+        export_bundle(routed_checkpoint, tmp_path / "blocker" / "sub" / "b", progress=steps.append)
+    assert steps == ["loading checkpoint"]  # not traced, not computed: refused at once
+    done = CliRunner().invoke(cli, ["export", str(routed_checkpoint), "-o", str(tmp_path / "blocker" / "b")])
+    assert done.exit_code == 2 and "blocker is a file" in done.output and "File exists" not in done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_the_default_bundle_name_carries_every_option_that_changes_the_graph(routed_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from cicm_deploy.cli import cli
+    from cicm_deploy.export.cli import default_name
+
+    assert default_name("m", fp16=False, routing="onnx", opset=17, static_hw=None, batch=None) == "m_fp32_onnx"
+    assert default_name("m", fp16=True, routing="plugin", opset=18, static_hw=(256, 320), batch=4) == \
+        "m_fp16_plugin_256x320_b4_opset18"
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(Path(routed_checkpoint).read_bytes())
+    for extra in ([], ["--static", "64x96", "--batch", "2"]):
+        done = CliRunner().invoke(cli, ["export", str(ckpt), "--no-check", *extra])
+        assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m_fp32_onnx", "m_fp32_onnx_64x96_b2"]
+
+
+def test_sigterm_during_an_export_leaves_nothing_behind(routed_checkpoint, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "b"
+    # the trace is slowed down so the signal lands while the staging folder holds work in progress
+    script = ("import time, sys\n"
+              "import cicm_deploy.export.bundle as b\n"
+              "real = b.export_onnx\n"
+              "def slow(*a, **k):\n"
+              "    print('tracing', flush=True); time.sleep(60); return real(*a, **k)\n"
+              "b.export_onnx = slow\n"
+              "from cicm_deploy.cli import main\n"
+              f"sys.argv = ['cicm-deploy', 'export', {str(routed_checkpoint)!r}, '-o', {str(out)!r}]\n"
+              "main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "tracing"
+        assert [p.name.startswith(".b.") for p in tmp_path.iterdir()] == [True]  # the staging folder, while it works
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_check_that_cannot_run_here_is_said_loudly_and_recorded(routed_checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from cicm_deploy.cli import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "onnxruntime" else real(name, *a, **k))
+    done = CliRunner().invoke(cli, ["export", str(routed_checkpoint), "-o", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
+    assert "warning: the bundle's parity was NOT checked: onnxruntime is not installed" in done.output
+    assert f"cicm-deploy parity {tmp_path / 'b'}" in done.output
+    check = json.loads((tmp_path / "b" / "manifest.json").read_text())["parity"]["export_check"]
+    assert check["checked"] is False and "onnxruntime is not installed" in check["why"]
