@@ -21,7 +21,8 @@ import numpy as np
 
 from .base import BackendUnavailableError, Runtime, RuntimeInputError
 from .bundle import open_bundle
-from .tensorrt_build import SIDECAR_SUFFIX, EngineBuildError, gpu_description, import_tensorrt
+from .tensorrt_build import (RTX_INSTALL, SIDECAR_SUFFIX, TENSORRT_INSTALL, EngineBuildError, gpu_description,
+                             import_tensorrt)
 
 
 class EngineMismatchError(BackendUnavailableError):
@@ -39,8 +40,10 @@ def read_sidecar(engine: Path) -> dict[str, Any]:
         raise BackendUnavailableError(f"engine {engine} does not exist; build one with `cicm-deploy build BUNDLE -o "
                                       f"{engine}`")
     if not path.is_file():
-        raise BackendUnavailableError(f"engine {engine} has no sidecar {path.name}; engines are built on the target "
-                                      "with `cicm-deploy build`, which writes it")
+        raise BackendUnavailableError(
+            f"engine {engine} has no sidecar {path.name} beside it. `cicm-deploy build` writes the two together "
+            "(copy both); an engine from trtexec or Polygraphy has none, and this runtime needs it to check the "
+            f"bundle, TensorRT version and GPU before loading: build one with `cicm-deploy build BUNDLE -o {engine}`")
     try:
         sidecar = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -124,10 +127,14 @@ class TensorRTBackend(Runtime):
         self.buffers: dict[str, Any] = {}
 
     def _load(self) -> None:
+        rtx = self.sidecar["tensorrt_module"] == "tensorrt_rtx"
         try:
-            self.trt = import_tensorrt(self.sidecar["tensorrt_module"] == "tensorrt_rtx")
-        except EngineBuildError as exc:
-            raise BackendUnavailableError(str(exc)) from None
+            self.trt = import_tensorrt(rtx)
+        except EngineBuildError:  # the engine runs only on the module it was built with: no --rtx advice here
+            raise BackendUnavailableError(
+                f"{self.engine_path} was built with {self.sidecar['tensorrt_module']} "
+                f"{self.sidecar['tensorrt_version']}, which is not installed here: "
+                f"{RTX_INSTALL if rtx else TENSORRT_INSTALL}") from None
         check_sidecar(self.sidecar, self.trt, gpu_description(), self.engine_path, self.plugin)
         logger = self.trt.Logger(self.trt.Logger.WARNING)
         if self.bundle.custom_ops:

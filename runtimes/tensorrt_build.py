@@ -39,15 +39,18 @@ class EngineBuildError(RuntimeError):
     """The engine cannot be built (library missing, parse or build failure)."""
 
 
+TENSORRT_INSTALL = "it comes with JetPack (apt install python3-libnvinfer) or NVIDIA's TensorRT install"
+RTX_INSTALL = "pip install 'cicm-deploy[rtx]'"
+
+
 def import_tensorrt(rtx: bool = False) -> Any:
-    """The ``tensorrt`` module (or ``tensorrt_rtx``), with a message saying how to get it."""
+    """The ``tensorrt`` module (or ``tensorrt_rtx``), with a message saying how to get it (for a build)."""
     name = "tensorrt_rtx" if rtx else "tensorrt"
     if importlib.util.find_spec(name) is None:
         if rtx:
-            raise EngineBuildError("TensorRT for RTX is not installed: pip install 'cicm-deploy[rtx]'")
-        raise EngineBuildError("TensorRT's Python module is not installed. It comes with JetPack (apt install "
-                               "python3-libnvinfer) or NVIDIA's TensorRT install; on an RTX desktop, --rtx uses "
-                               "TensorRT for RTX (pip install 'cicm-deploy[rtx]')")
+            raise EngineBuildError(f"TensorRT for RTX is not installed: {RTX_INSTALL}")
+        raise EngineBuildError(f"TensorRT's Python module is not installed: {TENSORRT_INSTALL}; on an RTX desktop, "
+                               f"--rtx builds with TensorRT for RTX ({RTX_INSTALL})")
     if rtx:
         _make_rtx_library_findable()
     return importlib.import_module(name)

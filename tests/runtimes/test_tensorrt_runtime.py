@@ -94,11 +94,32 @@ def test_missing_engine_and_sidecar(tmp_path):
     with pytest.raises(BackendUnavailableError, match="does not exist"):
         TensorRTBackend(tmp_path / "none.engine")
     (tmp_path / "x.engine").write_bytes(b"engine")
-    with pytest.raises(BackendUnavailableError, match="has no sidecar"):
+    with pytest.raises(BackendUnavailableError, match=r"has no sidecar x.engine.json beside it\. .*an engine from "
+                                                      r"trtexec or Polygraphy has none.*`cicm-deploy build BUNDLE -o "):
         TensorRTBackend(tmp_path / "x.engine")
     (tmp_path / "x.engine.json").write_text("{}")  # not written by build, or edited
     with pytest.raises(BackendUnavailableError, match="x.engine.json lacks bundle, bundle_files, .*; rebuild the engine"):
         TensorRTBackend(tmp_path / "x.engine")
+
+
+def test_an_engine_needs_the_tensorrt_it_was_built_with(bundles, tmp_path, monkeypatch):
+    """Its sidecar names the module and version: the message says which, and not how to build with --rtx."""
+    bundle = bundles("fp32", "onnx")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine")
+    sidecar = {"bundle": str(bundle.path), "bundle_files": bundle.manifest["files"], "tensorrt_module": "tensorrt",
+               "tensorrt_version": "10.13.0", "gpu": None, "profile": {}, "inputs": [], "outputs": [],
+               "precision": "fp32", "routing": "onnx"}
+    (tmp_path / "model.engine.json").write_text(json.dumps(sidecar))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "tensorrt" else real(name, *a, **k))
+    with pytest.raises(BackendUnavailableError) as caught:
+        TensorRTBackend(engine).load()
+    assert str(caught.value) == (f"{engine} was built with tensorrt 10.13.0, which is not installed here: it comes "
+                                 "with JetPack (apt install python3-libnvinfer) or NVIDIA's TensorRT install")
+    result = CliRunner().invoke(cli, ["parity", str(bundle.path), "--backend", "tensorrt", "--engine", str(engine)])
+    assert result.exit_code == 2 and "was built with tensorrt 10.13.0" in result.output and "--rtx" not in result.output
 
 
 @needs_rtx
