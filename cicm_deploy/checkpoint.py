@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import ConfigError, ModelConfig
-from .files import CHECKPOINT_KIND, FILE_KINDS, as_if_created, bundle_of, listing
+from .files import CHECKPOINT_KIND, FILE_KINDS, atomic_write, bundle_of, listing
 from .model import UNetCICM
 
 FORMAT_VERSION = 1
@@ -54,40 +53,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     A failed write (disk full, read-only folder) raises an ``OSError`` that names ``path``, not the
     temporary file, with the system's reason (torch wraps it in a RuntimeError otherwise).
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        as_if_created(tmp)  # mkstemp's 0600 would keep other users (a server account) out
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        cause = exc if isinstance(exc, OSError) else exc.__context__
-        if isinstance(exc, (OSError, RuntimeError)) and isinstance(cause, OSError) and cause.errno:
-            raise OSError(cause.errno, cause.strerror, str(path)) from None
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda handle: torch.save(obj, handle), durable=True)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

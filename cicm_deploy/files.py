@@ -1,4 +1,4 @@
-"""File modes for what is written through a temporary name; what a path's suffix says it is.
+"""Writing through a temporary name, with the modes a plain write gives; what a path's suffix says it is.
 
 ``tempfile.mkstemp`` creates files 0600 and ``mkdtemp`` folders 0700, whatever the umask: a
 checkpoint or bundle renamed into place from one would be unreadable to other users (a Triton or
@@ -9,8 +9,10 @@ plain ``open()`` or ``mkdir()`` would have given it under the current umask.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 _LOCK = threading.Lock()
 
@@ -32,6 +34,51 @@ def as_if_created(path: str | os.PathLike) -> None:
                 os.chmod(os.path.join(folder, name), 0o666 & ~mask)
     else:
         os.chmod(path, 0o666 & ~mask)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, durable: bool = False) -> Path:
+    """``write(handle)`` into a temporary file beside ``path``, then rename: ``path`` is whole or untouched,
+    and no temporary file is left behind (an error, Ctrl-C). ``durable`` also fsyncs the file and its folder.
+
+    A failed write (disk full, read-only folder) raises an ``OSError`` that names ``path``, not the
+    temporary file, with the system's reason (also where ``write`` wraps it, as torch.save does).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        as_if_created(tmp)  # mkstemp's 0600 would keep other users (a server account) out
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if isinstance(exc, (OSError, RuntimeError)) and isinstance(cause, OSError) and cause.errno:
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 CHECKPOINT_KIND = "a PyTorch checkpoint"

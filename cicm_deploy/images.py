@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import CICMWarning
+from .files import atomic_write
 
 MASK_THRESHOLD = 128  # 8-bit luminance at or above which a mask pixel is a hole
 # What to do about a mask of 0s and 1s, which the 255 = hole rule reads as no hole: in memory, in a file.
@@ -252,12 +253,9 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write RGB uint8 [H, W, 3] (format from the suffix) atomically."""
     path = Path(path)
     fmt = image_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(as_rgb_array(image)).save(tmp, format=fmt, **options)
-    os.replace(tmp, path)
-    return path
+    picture = Image.fromarray(as_rgb_array(image))
+    return atomic_write(path, lambda handle: picture.save(handle, format=fmt, **options))
 
 
 def save_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:

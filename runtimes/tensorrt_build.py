@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cicm_deploy import CICMWarning, __version__
+from cicm_deploy.files import atomic_write
 
 from .bundle import Bundle, open_bundle, sha256_file
 
@@ -224,12 +225,7 @@ def build_engine(bundle_path: str | os.PathLike, output: str | os.PathLike, *, r
         hint = (f"; if it reports OutOfMemory, raise --workspace (now {workspace_mb} MiB) or lower --max-shape "
                 f"{'x'.join(map(str, profile.max))}" if workspace_mb else "")
         raise EngineBuildError(f"TensorRT failed to build the engine (see its log above){hint}")
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(memoryview(serialized))
-    os.replace(tmp, output)
+    output = atomic_write(output, lambda handle: handle.write(memoryview(serialized)))
     if cache is not None:
         Path(timing_cache).write_bytes(memoryview(cache.serialize()))
     sidecar = {

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cicm_deploy.files import atomic_write
 from cicm_deploy.images import ImageError, image_to_rgb, save_image
 
 from .data import DataError
@@ -77,10 +78,7 @@ def _save(candidate: Candidate, image: Image.Image, rgb: np.ndarray, data: bytes
     relative = f"{candidate.source}/{short_name(candidate.original_path)}{'.jpg' if plain_jpeg else '.png'}"
     path = dest / relative
     if plain_jpeg:  # already what load_image reads back: keep the original bytes, no re-encoding
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, lambda handle: handle.write(data))
     else:
         save_image(path, rgb)
     return relative
@@ -150,9 +148,8 @@ def fetch_photos(dest_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         "rejected": rejected,
     }
     manifest_path = dest / MANIFEST_NAME
-    tmp = manifest_path.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest_path)
+    text = (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    atomic_write(manifest_path, lambda handle: handle.write(text))
     for stale in sorted(previous - {p["file"] for p in photos}):  # left by an earlier run
         (dest / stale).unlink(missing_ok=True)
     return FetchSummary(dest, manifest_path, counts, len(photos), sum(p["bytes"] for p in photos))

@@ -394,3 +394,38 @@ def test_a_cicmaugment_node_must_list_both_outputs(bundles):
     del node.output[1:]
     with pytest.raises(BundleError, match=r"CICMAugment node .* has outputs \[.*\]; it needs both: augmented and route"):
         _check_plugin_nodes(model)
+
+
+def test_run_never_writes_over_its_input_or_into_the_bundle(bundles, tmp_path, monkeypatch):
+    bundle = copy_bundle(bundles, tmp_path)
+    golden = open_bundle(bundle).goldens()[0]
+    np.savez(tmp_path / "in.npz", image=golden.image, mask=golden.mask)
+    before = {p.name: p.read_bytes() for p in [tmp_path / "in.npz", *bundle.iterdir()]}
+    for out, message in [(tmp_path / "in.npz", "is the --input file"),
+                         (tmp_path / "." / "in.npz", "is the --input file"),
+                         (bundle / "parity.npz", "is inside the bundle"),
+                         (bundle / "sub" / "out.npz", "is inside the bundle")]:
+        result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(out)])
+        assert result.exit_code == 2 and message in result.output, (out, result.output)
+        assert "inference" not in result.output  # refused before it ran
+    assert {p.name: p.read_bytes() for p in [tmp_path / "in.npz", *bundle.iterdir()]} == before
+    open_bundle(bundle)  # still verifies
+
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    for out in (tmp_path / "blocker" / "o.npz", tmp_path / "blocker" / "deeper" / "o.npz"):
+        result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(out)])
+        assert result.exit_code == 2 and f"{tmp_path / 'blocker'} is a file, where a folder is needed" in result.output
+        assert "File exists" not in result.output and "Not a directory" not in result.output
+        assert "inference" not in result.output  # refused before it ran
+
+    # a write that fails half-way leaves the earlier file whole and no temporary file beside it
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"earlier")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", fail)
+    result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz"), "-o", str(out)])
+    assert result.exit_code == 2 and f"{out}: No space left on device" in result.output, result.output
+    assert out.read_bytes() == b"earlier" and not list(tmp_path.glob(".out.npz.*"))
