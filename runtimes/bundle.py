@@ -116,20 +116,26 @@ class Bundle:
         except unreadable as exc:
             raise BundleError(f"{self.parity_path} cannot be read as an npz archive ({exc})") from None
         sets = []
+        routed = "route" in self.output_names  # a plain UNet has no routes; a CICM graph's goldens all have them
+        fixed = self.manifest["inputs"][0]["shape"]  # image [B, 3, H, W]: an int is a dimension the graph fixes
         with data:
             for name, shape in zip(self.manifest["parity"]["sets"], self.manifest["parity"]["shapes"]):
+                keys = [f"{name}.{part}" for part in ("image", "mask", "inpainted", "bins", "route")[:4 + routed]]
+                missing = [key for key in keys if key not in data.files]
+                if missing:
+                    raise BundleError(f"{self.parity_path} lacks {', '.join(missing)}; re-export the bundle")
                 try:
-                    route = data[f"{name}.route"] if f"{name}.route" in data.files else None
-                    golden = GoldenSet(name, data[f"{name}.image"], data[f"{name}.mask"], data[f"{name}.inpainted"],
-                                       route, [str(b) for b in data[f"{name}.bins"]])
-                except KeyError as exc:
-                    raise BundleError(f"{self.parity_path} lacks {exc}; re-export the bundle") from None
+                    golden = GoldenSet(name, data[keys[0]], data[keys[1]], data[keys[2]],
+                                       data[keys[4]] if routed else None, [str(b) for b in data[keys[3]]])
                 except unreadable as exc:
                     raise BundleError(f"{self.parity_path} cannot be read ({exc}); re-export the bundle") from None
                 listed = (shape["count"], 3, shape["height"], shape["width"])
                 if golden.image.shape != listed or golden.inpainted.shape != listed:
                     raise BundleError(f"{self.parity_path} set {name} holds images {list(golden.image.shape)}, the "
                                       f"manifest lists {list(listed)}; re-export the bundle")
+                if any(isinstance(want, int) and want != got for want, got in zip(fixed, listed)):
+                    raise BundleError(f"{self.parity_path} set {name} holds images {list(listed)}, the graph takes "
+                                      f"{fixed}; re-export the bundle")
                 sets.append(golden)
         return sets
 
@@ -175,7 +181,7 @@ def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
             if actual != expected:
                 raise BundleError(f"{path / name} does not match the manifest (sha256 {actual[:12]}…, expected "
                                   f"{expected[:12]}…): the file was modified or truncated; re-export or re-copy it")
-        _check_onnx(path / MODEL_FILE)
+        _check_onnx(path / MODEL_FILE, manifest["precision"])
     return Bundle(path, manifest)
 
 
@@ -194,6 +200,15 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return f"routing {routing!r} is not one of onnx, plugin"
     if not count(stride):
         return f"stride {stride!r} is not a positive integer"
+    if "model_config" in manifest:  # the stride follows from the network: depth and memory regions
+        from cicm_deploy.config import ConfigError, ModelConfig
+
+        try:
+            config_stride = ModelConfig.from_dict(manifest["model_config"]).stride
+        except (ConfigError, TypeError, ValueError, KeyError) as exc:
+            return f"model_config is invalid ({exc})"
+        if config_stride != stride:
+            return f"stride {stride} is not the model's ({config_stride}, from its model_config)"
     custom_ops = manifest.get("custom_ops", [])
     if not isinstance(custom_ops, list) or bool(custom_ops) != (routing == "plugin"):
         return f"routing {routing!r} with custom_ops {custom_ops!r} (plugin routing has the CICMAugment op, onnx none)"
@@ -230,8 +245,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_onnx(model_path: Path) -> None:
-    """Run the ONNX checker where the onnx package is installed (export side, dev machines)."""
+def _check_onnx(model_path: Path, precision: str) -> None:
+    """Where the onnx package is installed (export side, dev machines): the ONNX checker, the
+    CICMAugment nodes, and the manifest's precision against the graph's own weights."""
     if importlib.util.find_spec("onnx") is None:
         return
     import onnx
@@ -243,6 +259,11 @@ def _check_onnx(model_path: Path) -> None:
     except (onnx.checker.ValidationError, ValueError, DecodeError) as exc:
         raise BundleError(f"{model_path} fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
     _check_plugin_nodes(model)
+    half = sum(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    if (precision == "fp16") != bool(half):  # the tolerances parity applies follow the precision
+        holds = f"{half} FP16 weights" if half else "FP32 weights only"
+        raise BundleError(f"{model_path} holds {holds}, its manifest says precision {precision}; re-export the "
+                          "bundle (the manifest is not meant to be edited)")
 
 
 def _check_plugin_nodes(model) -> None:

@@ -32,6 +32,13 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
+def one_line(exc: BaseException, limit: int = 800) -> str:
+    """onnxruntime's message on one line, whole: its first line often only says which input failed,
+    the next ones say how ("index: 0 Got: 2 Expected: 1")."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def choose_providers(available: Sequence[str], needs_custom_op: bool) -> list[str]:
     chosen = [p for p in PREFERRED_PROVIDERS if p in available]
     if needs_custom_op:
@@ -88,7 +95,7 @@ class OnnxRuntimeBackend(Runtime):
             self.session = ort.InferenceSession(self._model_bytes(options), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BackendUnavailableError(f"onnxruntime could not load {self.bundle.model_path}: "
-                                          f"{str(exc).splitlines()[0]}") from None
+                                          f"{one_line(exc)}") from None
         self._check_graph_matches_manifest()
         running = self.session.get_providers()
         if self.requested_providers and running[0] != self.requested_providers[0]:
@@ -98,17 +105,19 @@ class OnnxRuntimeBackend(Runtime):
                 "(its warnings above say why); leave out --provider to use what this machine has")
 
     def _check_graph_matches_manifest(self) -> None:
-        """The graph's inputs and outputs (names, types, ranks) are the manifest's: a model.onnx swapped
-        in with a re-computed hash, or a hand-edited manifest, is refused before it runs."""
-        def described(values: Any) -> list[tuple[str, str, int]]:
-            return [(v.name, ORT_TYPES.get(v.type, v.type), len(v.shape)) for v in values]
+        """The graph's inputs and outputs (names, types, shapes: which dimensions are fixed, and to what)
+        are the manifest's: a model.onnx swapped in with a re-computed hash, or a hand-edited manifest,
+        is refused before it runs. Dynamic dimensions show as "?"."""
+        def dims(shape: Any) -> list[int | str]:
+            return [d if isinstance(d, int) else "?" for d in shape]
 
         manifest = self.bundle.manifest
         for kind, graph in (("inputs", self.session.get_inputs()), ("outputs", self.session.get_outputs())):
-            listed = [(e["name"], e["dtype"], len(e["shape"])) for e in manifest[kind]]
-            if described(graph) != listed:
+            found = [(v.name, ORT_TYPES.get(v.type, v.type), dims(v.shape)) for v in graph]
+            listed = [(e["name"], e["dtype"], dims(e["shape"])) for e in manifest[kind]]
+            if found != listed:
                 self.session = None
-                raise BundleError(f"{self.bundle.model_path} has {kind} {described(graph)} (name, dtype, rank), its "
+                raise BundleError(f"{self.bundle.model_path} has {kind} {found} (name, dtype, shape), its "
                                   f"manifest lists {listed}; re-export the bundle")
 
     def _close(self) -> None:
@@ -123,7 +132,7 @@ class OnnxRuntimeBackend(Runtime):
         except Exception as exc:  # onnxruntime's own Fail/InvalidArgument types, after check_feeds passed
             shape = "x".join(map(str, feeds["image"].shape))
             raise InferenceError(f"onnxruntime could not run {self.bundle.model_path} on a {shape} image: "
-                                 f"{str(exc).strip().splitlines()[0]}") from None
+                                 f"{one_line(exc)}") from None
 
     def describe(self) -> dict[str, Any]:
         ort = _import_onnxruntime()

@@ -193,11 +193,31 @@ def test_a_graph_or_goldens_that_disagree_with_the_manifest_are_refused(bundles,
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["files"]["model.onnx"] = sha256_file(path / "model.onnx")
     (path / "manifest.json").write_text(json.dumps(manifest))
-    open_bundle(path)  # the hash holds; the graph's own inputs do not match what the manifest lists
+    # the hash holds; an FP16 graph under an FP32 manifest would be judged at the wrong tolerances
+    with pytest.raises(BundleError, match="model.onnx holds [0-9]+ FP16 weights, its manifest says precision fp32"):
+        open_bundle(path)
+    rewrite_manifest(path, precision="fp16", tolerances=manifest["tolerances"] | {"psnr_db": 45.0,
+                                                                                  "inpainted_mean_abs": 0.005})
+    open_bundle(path)  # and the other way round
+    shutil.copy(bundles("fp32", "onnx").path / "model.onnx", path / "model.onnx")
+    rewrite_manifest(path, files=bundles("fp32", "onnx").manifest["files"])
+    with pytest.raises(BundleError, match="model.onnx holds FP32 weights only, its manifest says precision fp16"):
+        open_bundle(path)
+
+    path = copy_bundle(bundles, tmp_path / "io")  # the graph's own inputs do not match what the manifest lists
+    manifest = json.loads((path / "manifest.json").read_text())
     manifest["inputs"][0]["dtype"] = "float16"
     (path / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(cli, ["parity", str(path)])
-    assert result.exit_code == 2 and "has inputs [('image', 'float32', 4)" in result.output and "re-export" in result.output
+    assert result.exit_code == 2 and "re-export" in result.output
+    assert "has inputs [('image', 'float32', ['?', 3, '?', '?'])" in result.output
+    manifest["inputs"][0]["dtype"] = "float32"
+    for entry in manifest["inputs"]:  # a fixed batch the graph does not have: refused, no Polygraphy traceback
+        entry["shape"][0] = 8
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["parity", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "manifest lists [('image', 'float32', [8, 3, '?', '?'])" in result.output
 
     wrong = copy_bundle(bundles, tmp_path / "wrong")
     with np.load(wrong / "parity.npz") as data:
@@ -215,14 +235,66 @@ def test_a_graph_or_goldens_that_disagree_with_the_manifest_are_refused(bundles,
     with pytest.raises(BundleError, match="cannot be read as an npz archive"):
         open_bundle(wrong).goldens()
 
+    routeless = copy_bundle(bundles, tmp_path / "routeless")  # a CICM bundle's goldens must keep their routes
+    with np.load(routeless / "parity.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "s1.route"}
+    np.savez_compressed(routeless / "parity.npz", **arrays)
+    rewrite_manifest(routeless, files={**manifest["files"], "parity.npz": sha256_file(routeless / "parity.npz")})
+    with pytest.raises(BundleError, match=r"parity.npz lacks s1.route; re-export the bundle"):
+        open_bundle(routeless).goldens()
+    result = CliRunner().invoke(cli, ["parity", str(routeless)])  # not a pass with the route check dropped
+    assert result.exit_code == 2 and "lacks s1.route" in result.output and "PASSED" not in result.output
+
+    batched = copy_bundle(bundles, tmp_path / "batched")  # goldens the graph's fixed batch cannot take
+    manifest = json.loads((batched / "manifest.json").read_text())
+    manifest["inputs"][0]["shape"][0] = 4
+    (batched / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"set s0 holds images \[8, 3, 128, 128\], the graph takes \[4, 3, "):
+        open_bundle(batched).goldens()
+
     strided = copy_bundle(bundles, tmp_path / "strided")
-    rewrite_manifest(strided, stride=4)  # a stride the graph does not have: onnxruntime fails, in one line
-    with OnnxRuntimeBackend(strided) as runtime:
-        with pytest.raises(InferenceError, match="onnxruntime could not run .*model.onnx on a 1x3x20x20 image: "):
-            runtime.run({"image": np.zeros((1, 3, 20, 20), np.float32), "mask": np.zeros((1, 1, 20, 20), np.float32)})
-    np.savez(tmp_path / "in.npz", image=np.zeros((1, 3, 20, 20), np.float32), mask=np.zeros((1, 1, 20, 20), np.float32))
-    result = CliRunner().invoke(cli, ["run", str(strided), "--input", str(tmp_path / "in.npz")])
+    rewrite_manifest(strided, stride=4)  # a stride the network does not have
+    with pytest.raises(BundleError, match=r"stride 4 is not the model's \(8, from its model_config\)"):
+        open_bundle(strided)
+
+
+def test_an_onnxruntime_failure_is_one_line_with_all_it_says(bundles, tmp_path, monkeypatch):
+    """Its first line names the input; the lines after it say what was wrong: both are kept, on one line."""
+    bundle = bundles("fp32", "onnx").path
+    golden = open_bundle(bundle).goldens()[0]
+    feeds = {"image": golden.image[:1], "mask": golden.mask[:1]}
+
+    class Session:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def run(self, *args):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: image "
+                               "for the following indices\n index: 0 Got: 1 Expected: 2\n Please fix either the "
+                               "inputs/outputs or the model.")
+
+    with OnnxRuntimeBackend(bundle) as runtime:
+        runtime.session = Session(runtime.session)
+        with pytest.raises(InferenceError) as caught:
+            runtime.run(feeds)
+    assert str(caught.value) == (f"onnxruntime could not run {bundle / 'model.onnx'} on a 1x3x128x128 image: "
+                                 "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: image "
+                                 "for the following indices index: 0 Got: 1 Expected: 2 Please fix either the "
+                                 "inputs/outputs or the model.")
+    real_run = OnnxRuntimeBackend._run
+
+    def failing(self, feeds):
+        self.session = Session(self.session)
+        return real_run(self, feeds)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_run", failing)
+    np.savez(tmp_path / "in.npz", **feeds)
+    result = CliRunner().invoke(cli, ["run", str(bundle), "--input", str(tmp_path / "in.npz")])
     assert result.exit_code == 1 and result.output.startswith("Error: onnxruntime could not run")  # not a user error
+    assert "index: 0 Got: 1 Expected: 2" in result.output
 
 
 def test_parity_fails_when_outputs_drift(bundles, tmp_path):
