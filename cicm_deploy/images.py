@@ -174,6 +174,7 @@ def as_rgb_array(image: Any, what: str = "image") -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ImageError(f"{what} has shape {list(np.shape(image))}; expected [H, W, 3] RGB (or [H, W] gray)")
+    _check_not_empty(array, what)
     if array.dtype == np.uint16:
         array = _sixteen_to_eight(array)
     elif array.dtype != np.uint8:
@@ -196,6 +197,7 @@ def as_mask_array(mask: Any, invert: bool = False, what: str = "mask") -> np.nda
         array = array[:, :, 0]
     if array.ndim != 2:
         raise ImageError(f"{what} has shape {list(array.shape)}; expected [H, W] (255 or True = hole)")
+    _check_not_empty(array, what)
     if array.dtype == np.bool_:
         hole = array
     elif array.dtype == np.uint8:
@@ -206,6 +208,12 @@ def as_mask_array(mask: Any, invert: bool = False, what: str = "mask") -> np.nda
     else:
         raise ImageError(f"{what} has dtype {array.dtype}; expected bool or uint8 (255 = hole)")
     return ~hole if invert else hole
+
+
+def _check_not_empty(array: np.ndarray, what: str) -> None:
+    """A frame without pixels is a decoder's or a crop's failure: named, not passed through as empty."""
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{what} is {array.shape[1]}x{array.shape[0]} (width x height): it has no pixels")
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray) -> None:

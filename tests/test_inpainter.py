@@ -167,6 +167,17 @@ def test_stream_hands_out_the_frames_read_before_a_source_error(bundles, frames,
         assert len(collected) == 3  # the frames that had masks come out before the error
 
 
+def test_a_frame_without_pixels_is_refused(bundles):
+    from cicm_deploy.images import ImageError
+
+    with Inpainter(bundles("fp32", "onnx").path) as inpainter:
+        with pytest.raises(ImageError, match=r"image is 0x0 \(width x height\): it has no pixels"):
+            inpainter(np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), bool))
+        with pytest.raises(ImageError, match="it has no pixels"):
+            inpainter.batch([np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4, 3), np.uint8)],
+                            [np.zeros((4, 4), bool), np.zeros((0, 4), bool)])
+
+
 def test_a_closed_inpainter_refuses_work(bundles, frames, masks):
     inpaint = Inpainter(bundles("fp32", "onnx").path)
     inpaint.close()

@@ -96,6 +96,11 @@ def test_in_memory_arrays():
     with pytest.raises(ImageError, match="dtype float32"):
         as_rgb_array(np.zeros((2, 2, 3), np.float32))
     assert as_rgb_array(np.zeros((2, 2), np.uint8)).shape == (2, 2, 3)
+    for shape in [(0, 0), (0, 5), (3, 0)]:  # no pixels: named, never handed back as an empty frame
+        with pytest.raises(ImageError, match=rf"image is {shape[1]}x{shape[0]} \(width x height\): it has no pixels"):
+            as_rgb_array(np.zeros((*shape, 4), np.uint8))  # RGBA: no reduction over an empty alpha either
+        with pytest.raises(ImageError, match=rf"mask is {shape[1]}x{shape[0]} .*: it has no pixels"):
+            as_mask_array(np.zeros(shape, np.uint8))
 
 
 def test_size_mismatch_names_both_sizes(photo):
