@@ -105,17 +105,25 @@ class OnnxRuntimeBackend(Runtime):
                 "(its warnings above say why); leave out --provider to use what this machine has")
 
     def _check_graph_matches_manifest(self) -> None:
-        """The graph's inputs and outputs (names, types, shapes: which dimensions are fixed, and to what)
-        are the manifest's: a model.onnx swapped in with a re-computed hash, or a hand-edited manifest,
-        is refused before it runs. Dynamic dimensions show as "?"."""
+        """The graph's inputs and outputs (names, types, shapes) are the manifest's: a model.onnx swapped
+        in with a re-computed hash, or a hand-edited manifest, is refused before it runs. Inputs match
+        exactly (which dimensions are fixed, and to what; dynamic ones show as "?"); an output's
+        dimension may be one the graph knows and the manifest leaves open (shape inference), but two
+        fixed values must agree."""
         def dims(shape: Any) -> list[int | str]:
             return [d if isinstance(d, int) else "?" for d in shape]
+
+        def agree(kind: str, found: list[Any], listed: list[Any]) -> bool:
+            if kind == "inputs" or len(found) != len(listed):
+                return found == listed
+            return all(f[:2] == m[:2] and len(f[2]) == len(m[2])
+                       and all(a == b or "?" in (a, b) for a, b in zip(f[2], m[2])) for f, m in zip(found, listed))
 
         manifest = self.bundle.manifest
         for kind, graph in (("inputs", self.session.get_inputs()), ("outputs", self.session.get_outputs())):
             found = [(v.name, ORT_TYPES.get(v.type, v.type), dims(v.shape)) for v in graph]
             listed = [(e["name"], e["dtype"], dims(e["shape"])) for e in manifest[kind]]
-            if found != listed:
+            if not agree(kind, found, listed):
                 self.session = None
                 raise BundleError(f"{self.bundle.model_path} has {kind} {found} (name, dtype, shape), its "
                                   f"manifest lists {listed}; re-export the bundle")
