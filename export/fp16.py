@@ -173,7 +173,7 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
 
 
 def precision_report(proto: onnx.ModelProto) -> dict[str, list[str]]:
-    """Conv and ConvTranspose nodes by the element type of their weight: {"float16": [...], "float32": [...]}.
+    """Conv nodes by the element type of their weight: {"float16": [...], "float32": [...]}.
 
     A weight is an initializer or the output of a Constant node (the hole fill's fixed kernels)."""
     types = {init.name: init.data_type for init in proto.graph.initializer}
@@ -184,7 +184,7 @@ def precision_report(proto: onnx.ModelProto) -> dict[str, list[str]]:
                     types[node.output[0]] = attribute.t.data_type
     report: dict[str, list[str]] = {"float16": [], "float32": []}
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+        if node.op_type == "Conv" and len(node.input) > 1:
             kind = types.get(node.input[1])
             report["float16" if kind == HALF else "float32"].append(node.name)
     return report

@@ -23,8 +23,6 @@ from torch import nn
 
 from cicm_deploy.model import UNetCICM
 
-from .upsample_conv import fold_upsample_conv
-
 INPUT_NAMES = ("image", "mask")
 OUTPUT_NAMES = ("inpainted", "route")
 MAX_IR_VERSION = 10  # TensorRT 10.x (JetPack 6) parses IR <= 10
@@ -35,7 +33,7 @@ TENSORRT_PARSEABLE_OPS = frozenset({
     "Add", "ArgMax", "AveragePool", "Cast", "Concat", "Constant", "Conv", "Div", "Equal", "Expand", "Flatten",
     "Gather", "Greater", "LeakyRelu", "MatMul", "MaxPool", "Mul", "ReduceSum", "Reshape", "Resize", "Shape",
     "Sigmoid", "Slice", "Softmax", "Sub", "TopK", "Transpose", "Unsqueeze", "Where", "Identity",
-    "GreaterOrEqual", "Not", "ReduceMax", "Clip", "ConstantOfShape", "Less", "Pad", "ConvTranspose",
+    "GreaterOrEqual", "Not", "ReduceMax", "Clip", "ConstantOfShape", "Less", "Pad",
 })
 
 
@@ -105,7 +103,6 @@ def export_onnx(model: UNetCICM, *, opset: int = 17, static_hw: tuple[int, int] 
                           dynamic_axes=dynamic_axes(static_hw, batch, graph.output_names),
                           do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
-    fold_upsample_conv(proto)  # fewer multiply-adds, no upsampled tensor (upsample_conv.py: measured)
     if proto.ir_version > MAX_IR_VERSION:
         proto.ir_version = MAX_IR_VERSION
     return proto

@@ -504,39 +504,3 @@ def test_a_check_that_cannot_run_here_is_said_loudly_and_recorded(routed_checkpo
     assert f"cicm-deploy parity {tmp_path / 'b'}" in done.output
     check = json.loads((tmp_path / "b" / "manifest.json").read_text())["parity"]["export_check"]
     assert check["checked"] is False and "onnxruntime is not installed" in check["why"]
-
-
-def test_upsample_and_conv_fold_into_one_transposed_conv(routed_checkpoint):
-    """The decoder's nearest 2x upsample + 3x3 conv (after a skip concatenation or not) becomes a ConvTranspose
-    that computes the same map; the narrow full-resolution stage stays as it was."""
-    import onnxruntime as ort
-
-    from cicm_deploy.export.onnx_export import export_onnx
-    from cicm_deploy.export.upsample_conv import fold_upsample_conv, transposed_kernel
-
-    weight = np.random.default_rng(0).standard_normal((5, 3, 3, 3)).astype(np.float32)
-    x = np.random.default_rng(1).standard_normal((1, 3, 6, 7)).astype(np.float32)
-    up = torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=2, mode="nearest")
-    want = torch.nn.functional.conv2d(up, torch.from_numpy(weight), padding=1)
-    got = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(transposed_kernel(weight)),
-                                               stride=2, padding=1)
-    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
-
-    model, _ = load_model(routed_checkpoint)
-    folded = export_onnx(model)
-    kinds = [n.op_type for n in folded.graph.node]
-    nearest = [n for n in folded.graph.node if n.op_type == "Resize"
-               and any(a.name == "mode" and a.s == b"nearest" for a in n.attribute)]
-    assert kinds.count("ConvTranspose") == 2 and len(nearest) == 1  # of 3: the 16-channel stage is kept
-    convs = {n.name: n for n in folded.graph.node if n.op_type in ("Conv", "ConvTranspose")}
-    assert any(name.endswith("/skip") for name in convs)  # the concatenated stage: its skip half convolved apart
-    onnx.checker.check_model(folded, full_check=True)
-
-    rng = np.random.default_rng(2)
-    feeds = {"image": rng.random((2, 3, 64, 96), dtype=np.float32), "mask": np.zeros((2, 1, 64, 96), np.float32)}
-    feeds["mask"][:, :, 16:40, 20:70] = 1
-    with torch.no_grad():
-        reference = model(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["mask"])).composite.numpy()
-    session = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert np.abs(session.run(["inpainted"], feeds)[0] - reference).max() <= 1e-5
-    assert fold_upsample_conv(folded) == []  # nothing left to fold: the pass is idempotent
