@@ -229,7 +229,13 @@ def section_ort(lines: list[str]) -> None:
               "convolution before it: 10-22 % slower;",
               "- onnxruntime session options (same day, one run on a loaded machine, so within noise): "
               "`session.set_denormal_as_zero` 3 % faster, `session.dynamic_block_base` 4 3.6 % slower, the memory "
-              "pattern off 1.7 % slower, the CPU arena off 4.8 % slower; the runtime keeps onnxruntime's defaults."]
+              "pattern off 1.7 % slower, the CPU arena off 4.8 % slower; the runtime keeps onnxruntime's defaults;",
+              "- nearest upsampling + 3x3 convolution (and the skip concatenation after it) folded into one 4x4 "
+              "stride-2 ConvTranspose plus a Conv of the skip half, at the two lower decoder levels (64 and 32 "
+              "output channels; 2026-12-03, whole default model, old/new): 1.048 in a first 20-round A/B, then "
+              "1.005 median over 30 alternating rounds (10-90 %: 0.88-1.15, new faster in 16 of 30) and 0.98-1.02 "
+              "at the 10th-50th percentiles of 400 calls alternated one by one: no gain beyond noise "
+              "(onnxruntime's ConvTranspose, a GEMM and col2im, spends what the 2.25x fewer multiply-adds save)."]
     lines.append("")
 
 
