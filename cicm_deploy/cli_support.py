@@ -71,9 +71,9 @@ def _file_in_the_way(exc: OSError) -> Path | None:
     """The file standing where ``exc``'s path needs a folder (a parent, or the path itself for a mkdir)."""
     if not isinstance(exc, (FileExistsError, NotADirectoryError)):
         return None
-    path = Path(os.fsdecode(exc.filename))
-    candidates = (path.parent, *path.parent.parents) if isinstance(exc, NotADirectoryError) else (path, *path.parents)
-    return next((p for p in candidates if p.exists() and not p.is_dir()), None)
+    from cicm_deploy.files import file_in_the_way
+
+    return file_in_the_way(os.fsdecode(exc.filename), itself=isinstance(exc, FileExistsError))
 
 
 @contextlib.contextmanager

@@ -81,6 +81,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def file_in_the_way(path: str | os.PathLike, *, itself: bool = False) -> Path | None:
+    """The first existing file (not a folder) among ``path``'s parents (and ``path`` itself with
+    ``itself``): what stands where a folder is needed, for errors that name it."""
+    path = Path(path)
+    candidates = ((path,) if itself else ()) + tuple(path.parents)
+    return next((p for p in candidates if p.exists() and not p.is_dir()), None)
+
+
 CHECKPOINT_KIND = "a PyTorch checkpoint"
 ENGINE_KIND = "a TensorRT engine"
 # What a file's suffix says it is: a path given in the wrong place is named for what it is.

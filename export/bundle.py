@@ -26,7 +26,7 @@ import onnx
 from cicm_deploy import __version__
 from cicm_deploy.checkpoint import load_model
 from cicm_deploy.custom_op import CICM_AUGMENT
-from cicm_deploy.files import as_if_created, listing
+from cicm_deploy.files import as_if_created, file_in_the_way, listing
 from cicm_deploy.runtimes.bundle import (BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, PARITY_FILE, TOLERANCES,
                                          sha256_file)
 
@@ -161,8 +161,7 @@ def _staging_folder(output: Path, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except (FileExistsError, NotADirectoryError):  # a file where a parent folder should be
-        blocker = next((p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()),
-                       target.parent)
+        blocker = file_in_the_way(target) or target.parent
         raise ExportError(f"-o {output}: {blocker} is a file, so no folder can be made inside it; choose another "
                           "-o") from None
     except OSError as exc:

@@ -33,6 +33,7 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
 
         import numpy as np
 
+        from cicm_deploy.files import atomic_write
         from cicm_deploy.runtimes.factory import open_runtime
 
         if output is not None:
@@ -62,7 +63,7 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
             click.echo(f"{name}: {value.dtype} {list(value.shape)}")
         click.echo(f"inference {1000 * runtime.last_inference_time:.1f} ms on {device}")
         if output is not None:
-            _write_npz(output, outputs)
+            atomic_write(output, lambda handle: np.savez_compressed(handle, **outputs))  # whole or untouched
             click.echo(f"wrote {output}")
 
     user_errors(go)
@@ -70,26 +71,19 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
 
 def _check_output_path(output: Path, inputs: Path, target: Path) -> None:
     """-o is an npz (so never an engine or its .json sidecar), not the input, not inside the bundle."""
+    from cicm_deploy.files import file_in_the_way
+
     if output.suffix != ".npz":
         raise UserError(f"-o {output}: outputs are written as an npz archive; give a path ending in .npz")
     where = output.resolve()
     if where == inputs.resolve():
         raise UserError(f"-o {output} is the --input file; write the outputs to another file")
-    blocker = next((p for p in where.parents if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(where)
     if blocker is not None:  # before the run, not after it
         raise UserError(f"{output}: {blocker} is a file, where a folder is needed; choose another path")
     if target.is_dir() and where.is_relative_to(target.resolve()):
         raise UserError(f"-o {output} is inside the bundle {target}, which must stay as exported (its files are "
                         "hashed); write the outputs elsewhere")
-
-
-def _write_npz(output: Path, arrays: dict[str, Any]) -> None:
-    """Written beside ``output`` and renamed over it: a crash or a full disk leaves no half file."""
-    import numpy as np
-
-    from cicm_deploy.files import atomic_write
-
-    atomic_write(output, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 @click.command()
