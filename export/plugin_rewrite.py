@@ -53,6 +53,16 @@ def _channels(tensor: gs.Variable) -> int | None:
     return shape[1] if shape is not None and len(shape) > 1 and isinstance(shape[1], int) else None
 
 
+def _int32_reader(route: gs.Variable, graph: gs.Graph) -> gs.Node | None:
+    """The Cast to int32 that is the only reader of the memory's int64 route (the exporter narrows the
+    route to the graph's int32 output that way), or None."""
+    readers = list(route.outputs)
+    if route in graph.outputs or len(readers) != 1:
+        return None
+    reader = readers[0]
+    return reader if reader.op == "Cast" and reader.attrs.get("to") == onnx.TensorProto.INT32 else None
+
+
 def rewrite_to_plugin(proto: onnx.ModelProto, model: UNetCICM) -> onnx.ModelProto:
     """Return a new ModelProto with one CICMAugment node per memory."""
     check_plugin_compatible(model)
@@ -93,12 +103,16 @@ def rewrite_to_plugin(proto: onnx.ModelProto, model: UNetCICM) -> onnx.ModelProt
         anchors = gs.Constant(f"cicm{level}_anchors", memory.anchors.detach().cpu().float().numpy())
         sets = gs.Constant(f"cicm{level}_sets", memory.sets.detach().cpu().float().numpy())
         route32 = gs.Variable(f"cicm{level}_route", dtype=np.int32)
+        narrowed = _int32_reader(routes[0], graph) if routes else None
+        if narrowed is not None:  # int32 -> int64 -> int32 is the identity: the op writes that tensor itself
+            route32 = narrowed.outputs[0]
+            narrowed.outputs.clear()
         graph.nodes.append(gs.Node(
             op=CICM_AUGMENT.name, name=f"/model/memories.{level}/{CICM_AUGMENT.name}", domain=CICM_AUGMENT.domain,
             attrs={"plugin_version": CICM_AUGMENT.version, "plugin_namespace": CICM_AUGMENT.namespace,
                    "top_k": int(top_k)},
             inputs=[features[0], weights[0], anchors, sets], outputs=[augmented[0], route32]))
-        if routes:
+        if routes and narrowed is None:
             graph.nodes.append(gs.Node(op="Cast", name=f"/model/memories.{level}/RouteCast",
                                        attrs={"to": onnx.TensorProto.INT64}, inputs=[route32], outputs=[routes[0]]))
     graph.cleanup().toposort()

@@ -89,6 +89,9 @@ def test_plugin_graph_has_one_custom_node_and_same_routes(bundles):
     inits = {i.name: numpy_helper.to_array(i) for i in plugin.graph.initializer}
     assert inits[node.input[2]].shape == (4, 64) and inits[node.input[3]].shape == (4, 8, 64)
     assert not any(n.op_type in ("ArgMax", "Softmax") for n in plugin.graph.node)
+    # the op's int32 route is the graph's int32 output itself: no int32 -> int64 -> int32 Cast pair
+    assert node.output[1] == "route"
+    assert not any(n.op_type == "Cast" and node.output[1] in n.input for n in plugin.graph.node)
     with OnnxRuntimeBackend(bundles("fp32", "plugin").path) as a, OnnxRuntimeBackend(bundles("fp32", "onnx").path) as b:
         for g in open_bundle(a.bundle.path).goldens():
             feeds = {"image": g.image, "mask": g.mask}
