@@ -235,7 +235,23 @@ def section_ort(lines: list[str]) -> None:
               "output channels; 2026-12-03, whole default model, old/new): 1.048 in a first 20-round A/B, then "
               "1.005 median over 30 alternating rounds (10-90 %: 0.88-1.15, new faster in 16 of 30) and 0.98-1.02 "
               "at the 10th-50th percentiles of 400 calls alternated one by one: no gain beyond noise "
-              "(onnxruntime's ConvTranspose, a GEMM and col2im, spends what the 2.25x fewer multiply-adds save)."]
+              "(onnxruntime's ConvTranspose, a GEMM and col2im, spends what the 2.25x fewer multiply-adds save);",
+              "- the fill's Jacobi steps in onnxruntime's blocked layout (2026-12-03, onnxruntime 1.32, 2 threads): "
+              "the colours padded to 4 channels (the count its blocked depthwise Conv takes), the level's values, "
+              "anchors and weights drawn from one tensor by 0/1 1x1 Convs so that it keeps the Muls blocked, and "
+              "the step rewritten as u <- N(anchor) + N(move * u) (with v = anchor + move * u, the same "
+              "iteration) so that the Add fuses into the Conv: two ops a step, none of them reordered, 2.4e-7 "
+              "from the shipped graph. Its kernels are faster in onnxruntime's profiler, but timed it is slower: "
+              "the fill alone 0.86 and the whole model 0.96 (old/new medians, 60 alternating rounds each); the "
+              "neighbour sum as two MatMuls with 0/1 band matrices is no faster than the Conv at the coarse "
+              "levels (4x4 to 32x32, where a step costs 8-50 us, mostly per-op overhead);",
+              "- where the remaining convolution time goes (same profile): the 16-to-3 output convolution runs at "
+              "13 G multiply-adds/s and the 4-channel stem at 25 (the wider layers at 66-74): onnxruntime "
+              "already pads the 3 outputs to one 8-channel block itself, which is why padding them in the graph "
+              "did not help. The output convolution as nine per-tap 1x1 outputs (one 16-to-32 1x1 Conv) and a "
+              "0/1 3x3 Conv that sums them timed slower (the last two convolutions at 256x256: 15.2 against "
+              "11.2 ms); a space-to-depth form of a 3x3 convolution needs 4x its multiply-adds (counted, not "
+              "timed)."]
     lines.append("")
 
 
