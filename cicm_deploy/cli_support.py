@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from cicm_deploy.files import file_in_the_way
+
 MASK_HELP = "Mask convention: white (255) = hole, black = keep; --mask-invert flips it."
 
 
@@ -71,8 +73,6 @@ def _file_in_the_way(exc: OSError) -> Path | None:
     """The file standing where ``exc``'s path needs a folder (a parent, or the path itself for a mkdir)."""
     if not isinstance(exc, (FileExistsError, NotADirectoryError)):
         return None
-    from cicm_deploy.files import file_in_the_way
-
     return file_in_the_way(os.fsdecode(exc.filename), itself=isinstance(exc, FileExistsError))
 
 

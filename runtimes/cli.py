@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cicm_deploy.cli_support import UserError, comma_list, user_errors
+from cicm_deploy.files import atomic_write, file_in_the_way
 
 
 @click.command("run")
@@ -33,7 +34,6 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
 
         import numpy as np
 
-        from cicm_deploy.files import atomic_write
         from cicm_deploy.runtimes.factory import open_runtime
 
         if output is not None:
@@ -71,8 +71,6 @@ def run_bundle(bundle: Path, inputs: Path, output: Path | None, providers: tuple
 
 def _check_output_path(output: Path, inputs: Path, target: Path) -> None:
     """-o is an npz (so never an engine or its .json sidecar), not the input, not inside the bundle."""
-    from cicm_deploy.files import file_in_the_way
-
     if output.suffix != ".npz":
         raise UserError(f"-o {output}: outputs are written as an npz archive; give a path ending in .npz")
     where = output.resolve()
