@@ -174,6 +174,33 @@ class ContextMemory(nn.Module):
         """``forward`` from the corrupted ratio gamma [B, 1, H, W], per the configured convention."""
         return self(feat, context_weight(gamma, self.cfg))
 
+    @torch.no_grad()
+    def route_margins(self, feat: torch.Tensor) -> torch.Tensor:
+        """How far each region's route is from a tie, [B, h, w] (the routes' shape; FP32).
+
+        The best set's routing score minus the second best's (scores F.A_l; merged: a set's best
+        F.C_lk), over |F| times the longest key, which bounds every score. Where this is near FP32's
+        rounding, two sets score alike to within what another implementation of the same sums (a
+        different summation order: onnxruntime, TensorRT, another CPU) may round either way, and
+        both routes are right; parity checks accept either there. +inf with a single set.
+        """
+        r = self.cfg.region_size
+        regions = F.avg_pool2d(feat.float(), r) if r > 1 else feat.float()
+        b, c, h, w = regions.shape
+        flat = regions.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        num_sets = self.sets.shape[0]
+        if num_sets < 2:
+            return flat.new_full((b, h, w), math.inf)
+        if self.cfg.mode == "merged":
+            keys = self.sets.float().reshape(-1, c)
+            scores = (flat @ keys.t()).reshape(len(flat), num_sets, -1).amax(dim=2)
+        else:
+            keys = self.anchors.float()
+            scores = flat @ keys.t()
+        best, second = scores.topk(2, dim=1).values.unbind(1)
+        bound = flat.norm(dim=1) * keys.norm(dim=1).max()
+        return ((best - second) / bound.clamp(min=torch.finfo(torch.float32).tiny)).reshape(b, h, w)
+
     # ----------------------------------------------------------- generalization
     @torch.no_grad()
     def collect(self, feats: torch.Tensor) -> GeneralizationStats:

@@ -4,7 +4,9 @@ Crops of the photos shipped in ``cicm_deploy/assets/photos`` in batches ("sets")
 sets of 8 at two sizes (multiples of the stride); a static export gets sets of its own shape,
 16 images at least, from photos enlarged first where that shape exceeds them. Masks cycle
 through the paper's three hole-ratio bins. Stored with the composite and bottleneck routes of
-the PyTorch FP32 model in ``parity.npz`` under ``"{set}.{name}"``.
+the PyTorch FP32 model in ``parity.npz`` under ``"{set}.{name}"``, and with each route's margin
+from a tie (``route_margin``, ``ContextMemory.route_margins``): parity accepts either route where
+two sets score alike to within FP32 rounding.
 """
 
 from __future__ import annotations
@@ -99,4 +101,6 @@ def make_goldens(model: UNetCICM, sets: list[tuple[int, int, int]]) -> tuple[dic
         arrays[f"{name}.inpainted"] = torch.cat([o.composite for o in outs]).numpy()
         if level is not None:
             arrays[f"{name}.route"] = torch.cat([o.routes[level] for o in outs]).numpy().astype(np.int32)
+            memory = model.memories[level]
+            arrays[f"{name}.route_margin"] = torch.cat([memory.route_margins(o.features[level]) for o in outs]).numpy()
     return arrays, names

@@ -84,6 +84,39 @@ def test_argmax_ties_take_the_first_set_like_torch():
     assert route.flatten().tolist() == [0]
 
 
+def test_route_margins_hand_computed():
+    """Best minus second-best routing score over |F| * the longest key (anchors; merged: set vectors)."""
+    memory = hand_memory()  # anchors (1, 0) and (0, 1), both of length 1
+    feats = torch.tensor([[2.0, 1.0], [3.0, 3.0], [0.0, 4.0]])  # scores (2, 1), (3, 3), (0, 4)
+    margins = memory.route_margins(as_map(feats)).flatten()
+    assert margins.tolist() == pytest.approx([1 / math.sqrt(5), 0.0, 1.0])
+    merged = ContextMemory(2, MemoryConfig(num_sets=2, set_size=2, mode="merged"))  # no anchors
+    anchor_only = ContextMemory(2, MemoryConfig(num_sets=2, set_size=2, mode="anchor_only"))  # no sets
+    with torch.no_grad():
+        merged.sets.copy_(memory.sets)
+        anchor_only.anchors.copy_(memory.anchors)
+    # merged: a set scores as its best vector, (2, 2) for F = (2, 1), (0, 8) for (0, 4); the longest vector is 2
+    assert merged.route_margins(as_map(feats[[0, 2]])).flatten().tolist() == pytest.approx([0.0, 8 / (4 * 2)])
+    assert anchor_only.route_margins(as_map(feats)).flatten().tolist() == pytest.approx([1 / math.sqrt(5), 0.0, 1.0])
+    single = ContextMemory(2, MemoryConfig(num_sets=1, set_size=2))
+    assert math.isinf(float(single.route_margins(as_map(feats[:1]))))
+
+
+def test_route_margins_have_the_routes_shape_and_are_small_only_near_ties():
+    torch.manual_seed(0)
+    for region in (1, 2):
+        memory = random_memory(2, region_size=region)
+        feat = torch.randn(2, 6, 4, 6)
+        _, route = memory(feat, torch.ones(2, 1, 4, 6))
+        margins = memory.route_margins(feat)
+        assert margins.shape == route.shape and bool((margins >= 0).all())
+    with torch.no_grad():  # a second anchor equal to the routed one: every position is an exact tie
+        memory = random_memory(2)
+        memory.anchors[1] = memory.anchors[0] * (1 + 2**-20)
+        feat = memory.anchors[0].view(1, 6, 1, 1).repeat(1, 1, 2, 2)
+        assert float(memory.route_margins(feat).max()) < 1e-5
+
+
 def test_scope_mask_keeps_ties():
     scores = torch.tensor([[3.0, 1.0, 3.0, 0.0]])
     assert scope_mask(scores, "top1").tolist() == [[True, False, True, False]]
