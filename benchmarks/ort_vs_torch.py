@@ -46,13 +46,14 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from cicm_deploy.bench import TUNED_MALLOC
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.5
-# glibc's malloc keeps freed blocks up to these sizes instead of unmapping or trimming them
-# (32 MiB is the largest mmap threshold it accepts on 64-bit; PyTorch's largest activation here is
-# 12.6 MB). Without them PyTorch eager takes ~9,000 minor page faults a call at batch 1, 256x256.
-TUNED_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+# glibc's malloc keeps freed blocks up to these sizes instead of unmapping or trimming them (32 MiB
+# is the largest mmap threshold it accepts on 64-bit; PyTorch's largest activation here is 12.6 MB;
+# either setting alone leaves the faults, or adds to them: measured). Without them PyTorch eager takes
+# ~9,000 minor page faults a call at batch 1, 256x256.
 ALLOCATORS = {"default": None, "tuned": TUNED_MALLOC}
 BACKENDS = ("pytorch_eager", "onnxruntime")
 

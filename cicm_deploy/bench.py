@@ -31,6 +31,11 @@ from typing import Any, Callable
 import numpy as np
 
 ALL_BACKENDS = ("torch", "torch-fp16", "torch-compile", "cuda-graphs", "onnxruntime", "tensorrt")
+# glibc's malloc settings under which PyTorch eager stops returning its activations to the kernel
+# between calls (benchmarks/ort_vs_torch.py measures both ways); a case with this many minor page
+# faults a call or more gets a note saying so.
+TUNED_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+FAULTS_WORTH_A_NOTE = 100
 # Backends whose first calls of each new shape compile (minutes on a CPU) or record CUDA graphs:
 # they get at least this many untimed calls per case whatever --warmup says, so that no compile
 # is timed as inference.
@@ -50,6 +55,7 @@ class CaseResult:
     iterations: int
     device_peak_mib: float | None = None
     network_size: int | None = None  # the side the network ran at: ``size`` padded to the model's stride
+    host_faults_per_call: float | None = None  # minor page faults of this process per timed call
 
     @property
     def size_label(self) -> str:
@@ -83,13 +89,22 @@ class BenchReport:
         lines = [f"Target `{self.target}` on {self.device}, {self.date}, {self.threads} CPU threads; "
                  + ", ".join(f"{k} {v}" for k, v in self.versions.items()) + ".", "",
                  "| backend | batch | size | median ms | p90 ms | p99 ms | min ms | images/s | pre ms | post ms | "
-                 "device MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "device MiB | page faults |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.results:
             lat = r.latency_ms
             device = f"{r.device_peak_mib:.0f}" if r.device_peak_mib is not None else "-"
+            faults = f"{r.host_faults_per_call:.0f}" if r.host_faults_per_call is not None else "-"
             lines.append(f"| {r.backend} | {r.batch} | {r.size_label} | {lat['median']:.2f} | {lat['p90']:.2f} | "
                          f"{lat['p99']:.2f} | {lat['min']:.2f} | {r.throughput_ips:.1f} | {r.pre_ms:.2f} | "
-                         f"{r.post_ms:.2f} | {device} |")
+                         f"{r.post_ms:.2f} | {device} | {faults} |")
+        faulting = sorted({r.backend for r in self.results if (r.host_faults_per_call or 0) >= FAULTS_WORTH_A_NOTE})
+        if faulting:
+            lines += ["", f"{', '.join(faulting)}: {FAULTS_WORTH_A_NOTE}+ minor page faults a call (last column): the "
+                      "C library's malloc gave the activations back to the kernel between calls and they were "
+                      "faulted in again. With glibc, `GLIBC_TUNABLES=" + TUNED_MALLOC + "` in the environment "
+                      "(or jemalloc/tcmalloc preloaded) keeps them; so does any larger call made earlier in the "
+                      "process, which is why such timings depend on what ran before (benchmarks/README.md, "
+                      "onnxruntime vs PyTorch)."]
         ratios = self.ratios()
         if ratios:
             lines += ["", "Speed-up over PyTorch eager (median latency ratio, same inputs, same run):", "",
@@ -322,7 +337,9 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     try:
                         for _ in range(max(warmup, COMPILED_MIN_WARMUP) if compiled else warmup):
                             case.call(feeds)
+                        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                         times = [case.time_ms(feeds) for _ in range(iterations)]
+                        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / iterations
                     except Exception as exc:  # one backend's failure (a compiler bug, OOM) leaves the others
                         del cases[backend]
                         report.failed[backend] = f"batch {batch}, {size}x{size}: {_first_line(exc)}"
@@ -337,7 +354,7 @@ def run_bench(target: str | Path, backends: list[str], batches: list[int], sizes
                     report.results.append(CaseResult(backend, batch, size, latency,
                                                      batch / (latency["median"] / 1000) if latency["median"] else math.inf,
                                                      statistics.median(pre_times), statistics.median(post_times),
-                                                     iterations, device_peak, int(x.shape[-1])))
+                                                     iterations, device_peak, int(x.shape[-1]), faults))
                     saved()
     report.host_peak_rss_mib = _peak_rss_mib()
     report.finished = True

@@ -26,6 +26,21 @@ def test_bench_checkpoint_reports_every_case_and_skips_with_reasons(routed_check
     assert set(report.ratios()) == {("onnxruntime", 1, 32), ("onnxruntime", 2, 32)}
     assert report.host_peak_rss_mib > 0
     assert all(r.network_size == 32 for r in report.results) and "| 32 |" in "\n".join(report.markdown())
+    assert all(r.host_faults_per_call is not None and r.host_faults_per_call >= 0 for r in report.results)
+
+
+def test_bench_says_when_a_backend_page_faults_every_call():
+    from cicm_deploy.bench import FAULTS_WORTH_A_NOTE, BenchReport, CaseResult
+
+    def case(backend: str, faults: float | None) -> CaseResult:
+        return CaseResult(backend, 1, 256, {"min": 1.0, "median": 1.0, "p90": 1.0, "p99": 1.0, "mean": 1.0},
+                          1000.0, 0.1, 0.1, 3, host_faults_per_call=faults)
+
+    quiet = BenchReport("t", "CPU", "2026-12-07", 2, {}, [case("torch", 3.0), case("onnxruntime", None)])
+    assert "page faults a call" not in "\n".join(quiet.markdown())
+    noisy = BenchReport("t", "CPU", "2026-12-07", 2, {}, [case("torch", FAULTS_WORTH_A_NOTE + 1.0)])
+    text = "\n".join(noisy.markdown())
+    assert f"torch: {FAULTS_WORTH_A_NOTE}+ minor page faults a call" in text and "GLIBC_TUNABLES=" in text
 
 
 def test_bench_names_the_padded_size_the_network_ran_at(routed_checkpoint):
