@@ -111,8 +111,9 @@ def machine_probe(threads: int) -> dict[str, float]:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!benchmarks/results"],  # results written by earlier runs change no code
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return out.stdout.strip() + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
