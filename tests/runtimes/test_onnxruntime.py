@@ -328,17 +328,21 @@ def test_parity_fails_when_outputs_drift(bundles, tmp_path):
     assert "[E]" not in result.output and "[W]" not in result.output  # the report alone says what failed
 
 
-def flip_one_route(margin: float | None):
+def flip_one_route(margin: float):
     """A change for rewrite_goldens: PyTorch's route at one position goes to the next set, with that
-    position's margin from a tie set to ``margin`` (None: margins removed, as in older bundles)."""
+    position's margin from a tie set to ``margin``."""
     def change(arrays: dict) -> None:
         arrays["s1.route"][1, 2, 3] = (arrays["s1.route"][1, 2, 3] + 1) % 4
-        for name in [k for k in arrays if k.endswith(".route_margin")]:
-            if margin is None:
-                del arrays[name]
-            elif name == "s1.route_margin":
-                arrays[name][1, 2, 3] = margin
+        arrays["s1.route_margin"][1, 2, 3] = margin
     return change
+
+
+def as_before_route_margins(path: Path) -> None:
+    """Make a bundle look as written before ties were recorded: no margins, no route_tie_margin."""
+    rewrite_goldens(path, lambda arrays: [arrays.pop(k) for k in list(arrays) if k.endswith(".route_margin")])
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["tolerances"]["route_tie_margin"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_parity_accepts_either_set_only_where_pytorch_found_a_tie(bundles, tmp_path):
@@ -359,10 +363,8 @@ def test_parity_accepts_either_set_only_where_pytorch_found_a_tie(bundles, tmp_p
     apart = copy_bundle(bundles, tmp_path / "apart")
     rewrite_goldens(apart, flip_one_route(1.0))
     old = copy_bundle(bundles, tmp_path / "old")
-    rewrite_goldens(old, flip_one_route(None))
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["tolerances"]["route_tie_margin"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_goldens(old, flip_one_route(0.0))  # a tie, but the bundle predates ties: compared exactly
+    as_before_route_margins(old)
     for path in (apart, old):
         with OnnxRuntimeBackend(path) as runtime:
             report = check_parity(runtime)
@@ -372,10 +374,7 @@ def test_parity_accepts_either_set_only_where_pytorch_found_a_tie(bundles, tmp_p
 
 def test_a_bundle_written_before_route_margins_still_passes(bundles, tmp_path):
     path = copy_bundle(bundles, tmp_path)
-    rewrite_goldens(path, lambda arrays: [arrays.pop(k) for k in list(arrays) if k.endswith(".route_margin")])
-    manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["tolerances"]["route_tie_margin"]
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    as_before_route_margins(path)
     assert all(g.route_margin is None for g in open_bundle(path).goldens())
     with OnnxRuntimeBackend(path) as runtime:
         assert check_parity(runtime).passed
